@@ -1,0 +1,3 @@
+from hpc_train.cli.main import main
+import sys
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The `hpc-train` command line: one verb per module."""

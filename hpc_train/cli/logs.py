@@ -1,0 +1,40 @@
+"""`hpc-train logs ID [--task N]`: the job's stdout/stderr."""
+
+from __future__ import annotations
+
+import argparse
+
+from hpc_train.cli.common import registry_from_args
+from hpc_train.errors import UserError
+from hpc_train.rundir import RunDirectory
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("logs", help="print a job's logs")
+    parser.add_argument("id")
+    parser.add_argument("--task", type=int, help="array task index (for batch jobs and sweeps)")
+    parser.add_argument("-n", "--lines", type=int, default=200, help="last N lines of each file (0: all)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    registry = registry_from_args(args)
+    record = registry.get(args.id)
+    if args.task is not None:
+        children = registry.children(record.id)
+        if not 0 <= args.task < len(children):
+            raise UserError(f"job {record.id} has {len(children)} tasks; --task must be 0..{len(children) - 1}")
+        record = children[args.task]
+    rd = RunDirectory(record.run_dir)
+    files = rd.log_files() + sorted((rd.path / "submitit").glob("*_log.*")) if (rd.path / "submitit").exists() \
+        else rd.log_files()
+    if not files:
+        print(f"no logs yet for {record.id} ({record.status.value}) in {rd.logs}")
+        return 0
+    for path in files:
+        lines = path.read_text(errors="replace").splitlines()
+        if args.lines:
+            lines = lines[-args.lines:]
+        print(f"==> {path} <==")
+        print("\n".join(lines))
+    return 0

@@ -1,0 +1,125 @@
+"""Submitting specs and tracking them: the one place where submission side effects happen.
+
+The CLI verbs and the orchestrator both go through here, so a job submitted one way is seen
+the same way by the other.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hpc_train.errors import UserError
+from hpc_train.registry import JobRecord, JobRegistry
+from hpc_train.render import RenderContext
+from hpc_train.rundir import RunDirectory
+from hpc_train.scheduler.base import Scheduler, SubmissionPlan
+from hpc_train.spec import JobSpec, dump_spec, resolve_paths
+from hpc_train.status import JobStatus
+
+EXECUTORS = ("auto", "local", "slurm", "sbatch")
+
+
+def slurm_available() -> bool:
+    """True when `sbatch` is on PATH and the controller answers."""
+    if shutil.which("sbatch") is None or shutil.which("scontrol") is None:
+        return False
+    from hpc_train.commands import run_command
+
+    try:
+        return run_command(["scontrol", "ping"], timeout=10, check=False).returncode == 0
+    except UserError:
+        return False
+
+
+def get_scheduler(executor: str) -> Scheduler:
+    """The scheduler for an executor name; `auto` picks SLURM when sbatch answers, else local."""
+    if executor not in EXECUTORS:
+        raise UserError(f"unknown executor {executor!r}; allowed: {', '.join(EXECUTORS)}")
+    if executor == "auto":
+        executor = "slurm" if slurm_available() else "local"
+    if executor == "local":
+        from hpc_train.scheduler.local import LocalScheduler
+
+        return LocalScheduler()
+    from hpc_train.scheduler.slurm import SbatchScheduler, SlurmScheduler
+
+    return SbatchScheduler() if executor == "sbatch" else SlurmScheduler()
+
+
+@dataclass
+class PreparedJob:
+    """A job with its id, resolved spec and run directory chosen, not yet submitted."""
+
+    id: str
+    spec: JobSpec
+    run_dir: RunDirectory
+    context: RenderContext
+
+
+def prepare_job(spec: JobSpec, *, base_dir: Path, run_dir: Path | None = None, job_id: str | None = None,
+                array: str | None = None, dependency: str | None = None, write: bool = True) -> PreparedJob:
+    """Choose the id and run directory, resolve relative paths; with write, create the directory."""
+    job_id = job_id or JobRegistry.new_id()
+    spec = resolve_paths(spec, base_dir)
+    directory = (run_dir or Path(spec.output_dir) / f"{spec.name}-{job_id}").absolute()
+    rd = RunDirectory(directory)
+    context = RenderContext(spec_path=str(rd.spec_path), run_dir=str(directory), python=sys.executable,
+                            array=array, dependency=dependency)
+    if write:
+        rd.create()
+        rd.spec_path.write_text(dump_spec(spec))
+    return PreparedJob(job_id, spec, rd, context)
+
+
+def submit_job(spec: JobSpec, *, executor: str = "auto", base_dir: Path, registry: JobRegistry,
+               dry_run: bool = False, run_dir: Path | None = None, parent: str | None = None,
+               dependency: str | None = None, name: str | None = None) -> JobRecord | SubmissionPlan:
+    """Plan and submit one spec; with dry_run return the plan and touch nothing."""
+    scheduler = get_scheduler(executor)
+    prepared = prepare_job(spec, base_dir=base_dir, run_dir=run_dir, dependency=dependency, write=not dry_run)
+    plan = scheduler.plan(prepared.spec, prepared.context)
+    if dry_run:
+        return plan
+    scheduler_id = scheduler.submit(plan)
+    record = JobRecord(id=prepared.id, name=name or spec.name, kind="job", executor=scheduler.name,
+                       scheduler_id=scheduler_id, run_dir=str(prepared.run_dir.path), status=JobStatus.PENDING,
+                       parent=parent)
+    return registry.add(record)
+
+
+def refresh(registry: JobRegistry, records: Sequence[JobRecord]) -> list[JobRecord]:
+    """Ask each scheduler once for the status of its non-terminal jobs; store and return fresh records."""
+    by_executor: dict[str, list[JobRecord]] = {}
+    for record in records:
+        if record.kind == "job" and not record.status.is_terminal:
+            by_executor.setdefault(record.executor, []).append(record)
+    for executor, group in by_executor.items():
+        statuses = get_scheduler(executor).statuses(group)
+        for record in group:
+            new = statuses.get(record.id, record.status)
+            if new != record.status:
+                registry.update(record.id, status=new)
+                record.status = new
+    return list(records)
+
+
+def wait_for(registry: JobRegistry, job_ids: Sequence[str], *, timeout: float | None = None,
+             poll: float = 1.0, max_poll: float = 15.0, on_poll: object = None) -> list[JobRecord]:
+    """Poll (with back-off) until every job is terminal or the timeout passes."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    delay = poll
+    while True:
+        records = refresh(registry, [registry.get(i) for i in job_ids])
+        if callable(on_poll):
+            on_poll(records)
+        if all(r.status.is_terminal for r in records):
+            return records
+        if deadline is not None and time.monotonic() >= deadline:
+            return records
+        time.sleep(delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic())))
+        delay = min(max_poll, delay * 1.5)

@@ -1,0 +1,1 @@
+"""What runs inside a job: cluster environment, trainer, preemption guard, the worker entry point."""

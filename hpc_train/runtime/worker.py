@@ -1,0 +1,94 @@
+"""The entry point every rank runs inside a job: `python -m hpc_train.runtime.worker --spec S --run-dir D`.
+
+It loads the resolved spec, detects the cluster environment, trains, and writes the run directory.
+A user mistake exits 2 with one message; any other failure records the traceback's last lines in
+status.json (so `hpc-train status` can show it) and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from hpc_train import __version__
+from hpc_train.data import load_dataset
+from hpc_train.errors import UserError
+from hpc_train.rundir import RunDirectory
+from hpc_train.spec import JobSpec, dump_spec, load_spec, spec_hash
+from hpc_train.status import JobStatus
+
+TRACEBACK_LINES = 12
+
+
+def run_spec(spec: JobSpec, run_dir: RunDirectory, *, base_dir: Path | None = None) -> dict[str, Any]:
+    """Train `spec` in this process (one rank of a job, or the whole job) and write its results."""
+    from hpc_train.runtime.environments import detect_environment
+
+    env = detect_environment()
+    is_main = env.global_rank == 0
+    started = time.time()
+    if is_main:
+        run_dir.create()
+        if not run_dir.spec_path.exists():
+            run_dir.spec_path.write_text(dump_spec(spec))
+        run_dir.write_status(JobStatus.RUNNING, restarts=int(os.environ.get("SLURM_RESTART_COUNT", "0")),
+                             started=started, world_size=env.world_size)
+    try:
+        data = load_dataset(spec.data, spec.training.seed, base_dir=base_dir)
+        if spec.model.is_torch:
+            from hpc_train.runtime.torch_runner import train_torch
+
+            results = train_torch(spec, data, run_dir, env)
+        else:
+            from hpc_train.runtime.sklearn_runner import train_sklearn
+
+            results = train_sklearn(spec, data, run_dir)
+    except BaseException as exc:
+        if is_main:
+            _record_failure(run_dir, exc)
+        raise
+    if results.get("preempted"):
+        return results
+    results.update({
+        "name": spec.name, "model": spec.model.type, "data": spec.data.train_path,
+        "n_train": int(len(data.y_train)), "n_val": int(len(data.y_val)), "n_features": data.n_features,
+        "n_classes": data.n_classes, "duration_s": round(time.time() - started, 3),
+        "world_size": env.world_size, "spec_hash": spec_hash(spec), "hpc_train_version": __version__,
+    })
+    if is_main:
+        run_dir.write_results(results)
+        run_dir.write_status(JobStatus.COMPLETED, finished=time.time())
+    return results
+
+
+def _record_failure(run_dir: RunDirectory, exc: BaseException) -> None:
+    if isinstance(exc, KeyboardInterrupt):
+        run_dir.write_status(JobStatus.CANCELLED, error="interrupted")
+        return
+    lines = traceback.format_exception(exc)
+    tail = "".join(lines).strip().splitlines()[-TRACEBACK_LINES:]
+    run_dir.write_status(JobStatus.FAILED, error=f"{type(exc).__name__}: {exc}", traceback=tail,
+                         user_error=isinstance(exc, UserError))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hpc_train.runtime.worker", description=__doc__)
+    parser.add_argument("--spec", required=True, help="the resolved spec.yaml")
+    parser.add_argument("--run-dir", required=True, help="the job's run directory")
+    args = parser.parse_args(argv)
+    try:
+        spec = load_spec(args.spec)
+        run_spec(spec, RunDirectory(args.run_dir), base_dir=Path(args.spec).resolve().parent)
+    except UserError as exc:
+        print(f"hpc-train: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
