@@ -85,7 +85,11 @@ def submit_job(spec: JobSpec, *, executor: str = "auto", base_dir: Path, registr
     plan = scheduler.plan(prepared.spec, prepared.context)
     if dry_run:
         return plan
-    scheduler_id = scheduler.submit(plan)
+    try:
+        scheduler_id = scheduler.submit(plan)
+    except BaseException:
+        shutil.rmtree(prepared.run_dir.path, ignore_errors=True)  # nothing was submitted: leave no trace
+        raise
     record = JobRecord(id=prepared.id, name=name or spec.name, kind="job", executor=scheduler.name,
                        scheduler_id=scheduler_id, run_dir=str(prepared.run_dir.path), status=JobStatus.PENDING,
                        parent=parent)

@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
             logging.exception("user error")
         print(f"hpc-train: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # `hpc-train results ID | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("hpc-train: interrupted", file=sys.stderr)
         return 130

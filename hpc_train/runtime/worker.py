@@ -90,5 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+
+def submitit_entry(spec_path: str, run_dir: str) -> int:
+    """What submitit runs in each task: the worker; a non-zero exit becomes a failed job."""
+    code = main(["--spec", spec_path, "--run-dir", run_dir])
+    if code != 0:
+        raise SystemExit(code)
+    return code
+
+
 if __name__ == "__main__":
     sys.exit(main())

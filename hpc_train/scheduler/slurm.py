@@ -1,0 +1,206 @@
+"""SLURM backends: submitit's SlurmExecutor, and plain `sbatch` of the rendered script.
+
+All commands go through hpc_train.commands.run_command (submitit's own sbatch call is replaced
+by overriding its `_submit_command` hook), so failures quote SLURM's message plus a hint.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import submitit
+from submitit.core import utils as submitit_utils
+
+from hpc_train.commands import CommandResult, run_command
+from hpc_train.errors import CommandError, SchedulerUnavailable
+from hpc_train.registry import JobRecord
+from hpc_train.render import RenderContext, container_launcher, render_sbatch, render_setup
+from hpc_train.scheduler.base import Scheduler, SubmissionPlan
+from hpc_train.scheduler.sacct import query_states
+from hpc_train.spec import JobSpec
+from hpc_train.status import JobStatus
+
+_UNREACHABLE = ("Unable to contact slurm controller", "Connection refused", "Zero Bytes were transmitted",
+                "Socket timed out", "slurm_load_partitions", "Invalid user for SlurmUser")
+
+
+def sbatch_hint(result: CommandResult) -> str | None:
+    """A hint for common sbatch failures: a bad partition lists the ones `sinfo` knows."""
+    text = result.stderr + result.stdout
+    if "invalid partition" in text.lower():
+        try:
+            names = run_command(["sinfo", "-h", "-o", "%R"], timeout=20).stdout.split()
+        except (CommandError, SchedulerUnavailable):
+            names = []
+        return "partitions on this cluster: " + (", ".join(sorted(set(names))) or "(sinfo gave none)")
+    if "invalid account" in text.lower():
+        return "check resources.account; `sacctmgr show assoc user=$USER` lists yours"
+    return None
+
+
+def run_slurm(argv: list[str], *, timeout: float = 60.0, retries: int = 2) -> CommandResult:
+    """run_command for SLURM clients: an unreachable controller becomes SchedulerUnavailable (exit 2)."""
+    try:
+        return run_command(argv, timeout=timeout, retries=retries,
+                           retry_on=lambda r: any(m in r.stderr for m in _UNREACHABLE[1:4]), hint=sbatch_hint)
+    except CommandError as exc:
+        if any(marker in exc.stderr for marker in _UNREACHABLE):
+            raise SchedulerUnavailable(
+                f"cannot reach the SLURM controller: `{' '.join(argv)}` said: {exc.stderr}\n"
+                "HINT: is slurmctld running? (`scontrol ping`); slurm/start.sh starts the local test cluster"
+            ) from None
+        raise
+
+
+@functools.lru_cache(maxsize=1)
+def max_array_size() -> int:
+    """MaxArraySize from `scontrol show config` (the largest array index + 1)."""
+    text = run_slurm(["scontrol", "show", "config"], timeout=30).stdout
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "MaxArraySize":
+            return int(value.strip())
+    return 1001
+
+
+class _Executor(submitit.SlurmExecutor):
+    """submitit's SlurmExecutor whose sbatch call goes through run_slurm (timeout, retries, hints)."""
+
+    def _submit_command(self, command: str) -> submitit.Job[Any]:
+        folder = submitit_utils.JobPaths.get_first_id_independent_folder(self.folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        uid = uuid.uuid4().hex
+        path = folder / f".submission_file_{uid}.sh"
+        path.write_text(self._make_submission_file_text(command, uid))
+        output = run_slurm(["sbatch", "--parsable", str(path)], retries=0).stdout
+        job_id = output.strip().split(";")[0]
+        job: submitit.Job[Any] = self.job_class(folder=self.folder, job_id=job_id, tasks=list(range(self._num_tasks())))
+        job.paths.move_temporary_file(path, "submission_file", keep_as_symlink=True)
+        self._write_job_id(job.job_id, uid)
+        return job
+
+
+def submitit_parameters(spec: JobSpec, context: RenderContext, *, array_parallelism: int | None = None) -> dict[str, Any]:
+    """SlurmExecutor parameters for a spec: a pure function (what `--dry-run` prints)."""
+    r = spec.resources
+    extra: dict[str, Any] = {"open-mode": "append"}
+    if spec.preemption.requeue:
+        # One mechanism: hpc-train's PreemptionGuard handles the signal (see README, Preemption).
+        extra["signal"] = f"{spec.preemption.signal}@{spec.preemption.grace_seconds}"
+        extra["requeue"] = True
+    if context.dependency:
+        extra["dependency"] = context.dependency
+    for option in r.extra_sbatch:
+        key, _, value = option[2:].partition("=")
+        extra[key.replace("-", "_")] = value or True
+    params: dict[str, Any] = {
+        "job_name": spec.name, "nodes": r.nodes, "ntasks_per_node": r.tasks_per_node,
+        "cpus_per_task": r.cpus_per_task, "mem": f"{r.memory}M", "time": max(1, math.ceil(r.time / 60)),
+        "signal_delay_s": spec.preemption.grace_seconds, "setup": render_setup(spec, context).splitlines(),
+        "srun_args": ["--mpi=pmix", "--kill-on-bad-exit=1"], "additional_parameters": extra,
+    }
+    if r.gpus_per_node:
+        params["gpus_per_node"] = r.gpus_per_node
+    for key in ("partition", "account", "qos", "constraint"):
+        if getattr(r, key):
+            params[key] = getattr(r, key)
+    if array_parallelism is not None:
+        params["array_parallelism"] = array_parallelism
+    return params
+
+
+def submitit_python(spec: JobSpec, context: RenderContext) -> str:
+    """The python command submitit runs: through `apptainer exec` when the spec has a container."""
+    import shlex
+
+    launcher = container_launcher(spec)
+    return shlex.join([*launcher, "python"]) if launcher else context.python
+
+
+class SlurmScheduler(Scheduler):
+    """SLURM through submitit's SlurmExecutor; status from one batched sacct call."""
+
+    name = "slurm"
+
+    def plan(self, spec: JobSpec, context: RenderContext, *, folder: Path | None = None) -> SubmissionPlan:
+        folder = folder or Path(context.run_dir) / "submitit"
+        params = submitit_parameters(spec, context)
+        executor = _Executor(folder=folder, python=submitit_python(spec, context))
+        executor.update_parameters(**params)
+        script = executor._make_submission_file_text(executor._submitit_command_str, "dry-run")
+        return SubmissionPlan(executor=self.name, spec=spec, run_dir=Path(context.run_dir), context=context,
+                              parameters=params, script=script,
+                              command=[context.python, "-m", "hpc_train.runtime.worker", "--spec",
+                                       context.spec_path, "--run-dir", context.run_dir])
+
+    def _executor(self, plan: SubmissionPlan, folder: Path, **override: Any) -> _Executor:
+        executor = _Executor(folder=folder, python=submitit_python(plan.spec, plan.context))
+        executor.update_parameters(**{**plan.parameters, **override})
+        return executor
+
+    def submit(self, plan: SubmissionPlan) -> str:
+        from hpc_train.runtime.worker import submitit_entry
+
+        executor = self._executor(plan, plan.run_dir / "submitit")
+        job = executor.submit(submitit_entry, plan.context.spec_path, plan.context.run_dir)
+        return str(job.job_id)
+
+    def submit_array(self, plans: Sequence[SubmissionPlan], parallel: int | None = None,
+                     folder: Path | None = None) -> list[str]:
+        """One `--array=0-N%P` submission per MaxArraySize chunk; ids come back as 'JOB_TASK'."""
+        from hpc_train.runtime.worker import submitit_entry
+
+        if not plans:
+            return []
+        folder = folder or plans[0].run_dir.parent / "submitit"
+        chunk = max(1, max_array_size() - 1) if len(plans) > 1 else 1
+        ids: list[str] = []
+        for start in range(0, len(plans), chunk):
+            part = plans[start:start + chunk]
+            executor = self._executor(part[0], folder, array_parallelism=parallel or len(part))
+            with executor.batch():
+                jobs = [executor.submit(submitit_entry, p.context.spec_path, p.context.run_dir) for p in part]
+            ids += [str(job.job_id) for job in jobs]
+        return ids
+
+    def statuses(self, records: Sequence[JobRecord]) -> dict[str, JobStatus]:
+        return slurm_statuses(records)
+
+    def cancel(self, record: JobRecord) -> None:
+        if record.scheduler_id:
+            run_slurm(["scancel", record.scheduler_id])
+
+
+class SbatchScheduler(SlurmScheduler):
+    """The rendered sbatch script submitted with `sbatch --parsable`: what a careful person does by hand."""
+
+    name = "sbatch"
+
+    def plan(self, spec: JobSpec, context: RenderContext, *, folder: Path | None = None) -> SubmissionPlan:
+        script_path = Path(context.run_dir) / context.script_name
+        return SubmissionPlan(executor=self.name, spec=spec, run_dir=Path(context.run_dir), context=context,
+                              script=render_sbatch(spec, context), argv=["sbatch", "--parsable", str(script_path)])
+
+    def submit(self, plan: SubmissionPlan) -> str:
+        assert plan.script is not None
+        script_path = Path(plan.argv[-1])
+        script_path.parent.mkdir(parents=True, exist_ok=True)
+        (plan.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        script_path.write_text(plan.script)
+        return run_slurm(plan.argv, retries=0).stdout.strip().split(";")[0]
+
+    def submit_array(self, plans: Sequence[SubmissionPlan], parallel: int | None = None,
+                     folder: Path | None = None) -> list[str]:
+        return [self.submit(plan) for plan in plans]
+
+
+def slurm_statuses(records: Sequence[JobRecord]) -> dict[str, JobStatus]:
+    """Status of many SLURM jobs from ONE sacct call; jobs not yet in accounting count as pending."""
+    by_sched = {r.scheduler_id: r for r in records if r.scheduler_id}
+    states = query_states(by_sched)
+    return {record.id: states.get(sched_id, JobStatus.PENDING) for sched_id, record in by_sched.items()}
