@@ -1,0 +1,101 @@
+# Shared by start.sh, stop.sh and status.sh: paths of the local cluster and its daemons.
+# Sourced, never run. Everything the cluster writes lives under $STATE.
+
+SLURM_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$SLURM_DIR/.." && pwd)"
+STATE="${HPC_TRAIN_SLURM_STATE:-$REPO/.slurm-state}"
+# Ports: slurmctld = base, slurmdbd = base+1, node nK = base+1+K. Away from the 6817-6819 defaults
+# so a system SLURM on the same machine does not clash.
+PORT_BASE="${HPC_TRAIN_SLURM_PORT_BASE:-16817}"
+CLUSTER_NAME="hpctrain"
+
+RUN_DIR="$STATE/run"
+LOG_DIR="$STATE/log"
+MUNGE_SOCKET="$STATE/munge/munge.socket"
+MYSQL_SOCKET="$STATE/mysql/mysqld.sock"
+SLURM_CONF_FILE="$STATE/slurm.conf"
+NODES_FILE="$STATE/nodes"
+
+# lock_state: one start/stop at a time (start.sh runs stop.sh inside its own lock).
+lock_state() {
+    [[ -z "${HPC_TRAIN_SLURM_LOCKED:-}" ]] || return 0
+    mkdir -p "$STATE"
+    exec 9< "$STATE"
+    flock -w 300 9 || { echo "slurm: another start/stop holds $STATE" >&2; exit 1; }
+    export HPC_TRAIN_SLURM_LOCKED=1
+}
+
+log() { printf 'slurm: %s\n' "$*" >&2; }
+
+die() {
+    # die MESSAGE [LOGFILE...]: say what failed, show the end of the logs that explain it, exit 1.
+    local msg="$1"; shift
+    log "ERROR: $msg"
+    local f
+    for f in "$@"; do
+        [[ -f "$f" ]] || continue
+        printf -- '--- last lines of %s ---\n' "$f" >&2
+        tail -n 25 "$f" >&2
+    done
+    exit 1
+}
+
+node_names() {
+    # node_names N -> "n1 n2 ... nN"
+    local i out=()
+    for ((i = 1; i <= $1; i++)); do out+=("n$i"); done
+    echo "${out[*]}"
+}
+
+# The daemons in start order, each "name:comm" (comm = /proc/PID/comm, checked before any kill so
+# a stale pid file whose pid was reused never gets an unrelated process killed).
+core_daemons() { echo "munged:munged mariadb:mariadbd slurmdbd:slurmdbd slurmctld:slurmctld"; }
+
+pid_file() { echo "$RUN_DIR/$1.pid"; }
+
+# alive PID: the process exists and is not a zombie waiting to be reaped.
+alive() {
+    local stat
+    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+    stat="${stat##*) }"
+    [[ "${stat:0:1}" != Z ]]
+}
+
+# live_pid NAME COMM: print the pid from NAME's pid file if that process runs and is COMM.
+live_pid() {
+    local f pid comm
+    f="$(pid_file "$1")"
+    [[ -s "$f" ]] || return 1
+    pid="$(tr -dc '0-9' < "$f")"
+    [[ -n "$pid" ]] && alive "$pid" || return 1
+    comm="$(cat "/proc/$pid/comm" 2>/dev/null || true)"
+    [[ "$comm" == "$2"* ]] || return 1
+    echo "$pid"
+}
+
+running_nodes() {
+    # Node count recorded by the last start, or 0.
+    if [[ -s "$NODES_FILE" ]]; then tr -dc '0-9' < "$NODES_FILE"; else echo 0; fi
+}
+
+# cluster_up: 0 when every daemon of the recorded node count runs.
+cluster_up() {
+    local n d name
+    n="$(running_nodes)"
+    [[ "$n" -ge 1 ]] || return 1
+    for d in $(core_daemons); do
+        live_pid "${d%%:*}" "${d##*:}" > /dev/null || return 1
+    done
+    for name in $(node_names "$n"); do
+        live_pid "slurmd.$name" slurmd > /dev/null || return 1
+    done
+}
+
+# ns_id PID: the UTS and mount namespaces of PID, "uts:[N] mnt:[M]". start.sh gives each node
+# fresh ones, so together they name that node's processes (and no others) for stop.sh.
+ns_id() {
+    local uts mnt
+    uts="$(readlink "/proc/$1/ns/uts" 2>/dev/null)" || return 1
+    mnt="$(readlink "/proc/$1/ns/mnt" 2>/dev/null)" || return 1
+    echo "$uts $mnt"
+}

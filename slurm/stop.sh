@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Stop the local SLURM cluster started by slurm/start.sh: every daemon by its pid file, waiting
+# for each to exit. Nothing running: does nothing.
+#
+#   slurm/stop.sh            stop; keep the state (accounting, job ids, MariaDB data)
+#   slurm/stop.sh --purge    stop and delete the whole state folder
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+PURGE=0 QUIET=0
+for arg in "$@"; do
+    case "$arg" in
+        --purge) PURGE=1 ;;
+        --quiet) QUIET=1 ;;  # used by start.sh: say nothing when nothing runs
+        *) echo "usage: $0 [--purge]" >&2; exit 2 ;;
+    esac
+done
+
+[[ -d "$STATE" ]] || { ((QUIET)) || log "nothing was running"; exit 0; }
+lock_state
+
+# wait_gone SECONDS PID...: 0 once none of the pids runs.
+wait_gone() {
+    local deadline=$((SECONDS + $1)) p alive; shift
+    while :; do
+        alive=0
+        for p in "$@"; do if alive "$p"; then alive=1; fi; done
+        ((alive)) || return 0
+        ((SECONDS < deadline)) || return 1
+        sleep 0.1
+    done
+}
+
+# terminate PID...: SIGTERM, then SIGKILL whatever is left after 15 s, then wait.
+terminate() {
+    [[ $# -gt 0 && -n "$1" ]] || return 0
+    kill -TERM "$@" 2>/dev/null || true
+    if ! wait_gone 15 "$@"; then
+        log "still running after 15s, sending SIGKILL: $*"
+        kill_now "$@"
+    fi
+}
+
+# kill_now PID...: SIGKILL and wait.
+kill_now() {
+    [[ $# -gt 0 && -n "$1" ]] || return 0
+    kill -KILL "$@" 2>/dev/null || true
+    wait_gone 5 "$@" || log "WARNING: could not kill: $*"
+}
+
+# namespace_pids NS: the pids living in namespaces NS (ns_id: a node's slurmd, its slurmstepd and
+# the job tasks they launched; all of them exist only because start.sh created those namespaces).
+namespace_pids() {
+    local d pid
+    for d in /proc/[0-9]*; do
+        pid="${d#/proc/}"
+        if [[ "$(ns_id "$pid" || true)" == "$1" ]]; then echo "$pid"; fi
+    done
+    return 0
+}
+
+stopped=0
+# Running jobs die with their node; cancel them first so slurmctld and sacct record that (left
+# alone, slurmctld would show them RUNNING forever after the next start). Pending jobs stay queued.
+if live_pid slurmctld slurmctld > /dev/null && [[ -f "$SLURM_CONF_FILE" ]]; then
+    export SLURM_CONF="$SLURM_CONF_FILE"
+    if [[ -n "$(squeue -h -t RUNNING,SUSPENDED,CONFIGURING -o %A 2>/dev/null || true)" ]]; then
+        log "cancelling running jobs"
+        for st in RUNNING SUSPENDED CONFIGURING; do scancel --state="$st" 2>/dev/null || true; done
+        deadline=$((SECONDS + 15))
+        while [[ -n "$(squeue -h -t RUNNING,COMPLETING,SUSPENDED,CONFIGURING -o %A 2>/dev/null || true)" ]] \
+            && ((SECONDS < deadline)); do
+            sleep 0.2
+        done
+    fi
+fi
+# stop_group NAME:COMM...: stop these daemons together (each by its pid file) and wait for them.
+stop_group() {
+    local d pids=()
+    for d in "$@"; do
+        if pid="$(live_pid "${d%%:*}" "${d##*:}")"; then pids+=("$pid"); fi
+    done
+    terminate "${pids[@]}"
+    stopped=$((stopped + ${#pids[@]}))
+    for d in "$@"; do rm -f "$(pid_file "${d%%:*}")"; done
+}
+
+# Nodes and controller first (together: neither needs the other to shut down), then whatever
+# still lives in the nodes' namespaces (slurmstepd and job tasks), recorded by start.sh in
+# run/slurmd.<node>.ns: this also catches what an unclean stop (slurmd killed) left behind.
+nodes=()
+for f in "$RUN_DIR"/slurmd.*.pid; do
+    [[ -e "$f" ]] || continue
+    nodes+=("$(basename "$f" .pid):slurmd")
+done
+stop_group "${nodes[@]}" slurmctld:slurmctld
+self_ns="$(ns_id $$)"
+for f in "$RUN_DIR"/slurmd.*.ns; do
+    [[ -e "$f" ]] || continue
+    ns="$(< "$f")"
+    if [[ -n "$ns" && "$ns" != "$self_ns" ]]; then
+        # Without their slurmd, slurmstepd linger ~10 s on SIGTERM retrying it; the jobs die anyway.
+        # shellcheck disable=SC2046
+        kill_now $(namespace_pids "$ns")
+    fi
+    # PMIx sockets of killed steps would make a rerun of the same step id fail in bind().
+    node="$(basename "$f" .ns)"
+    rm -f "$STATE/spool/${node#slurmd.}/stepd.slurm.pmix."*
+    rm -f "$f"
+done
+# Then the rest in reverse start order; slurmctld flushes its accounting to slurmdbd on the way
+# out, so slurmdbd (and its database) stop only after it.
+stop_group slurmdbd:slurmdbd
+stop_group mariadb:mariadbd munged:munged
+rm -f "$NODES_FILE"
+
+if ((stopped)); then log "stopped $stopped daemon(s)"; elif ((!QUIET)); then log "nothing was running"; fi
+if ((PURGE)) && [[ -d "$STATE" ]]; then
+    rm -rf "$STATE"
+    log "removed $STATE"
+fi
