@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from hpc_train.cli.common import add_spec_arguments, print_json, spec_from_args
+from hpc_train.errors import SpecError
 from hpc_train.jobs import prepare_job
 
 
@@ -21,12 +22,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hpc_train.runtime.preemption import process_guard
     from hpc_train.runtime.worker import run_spec
 
+    process_guard().install()  # SIGUSR1/SIGTERM checkpoint; rerunning the command resumes
     spec, base = spec_from_args(args)
     run_dir = args.run_dir or Path(spec.output_dir) / spec.name
     prepared = prepare_job(spec, base_dir=base, run_dir=run_dir)
-    results = run_spec(prepared.spec, prepared.run_dir)
+    try:
+        results = run_spec(prepared.spec, prepared.run_dir)
+    except SpecError as exc:  # found while loading data or building the model: name the spec file too
+        raise (exc.with_file(args.spec) if exc.file is None else exc) from None
     if args.json:
         print_json(results)
     else:

@@ -19,6 +19,7 @@ from hpc_train import __version__
 from hpc_train.data import load_dataset
 from hpc_train.errors import UserError
 from hpc_train.rundir import RunDirectory
+from hpc_train.runtime.preemption import process_guard
 from hpc_train.spec import JobSpec, dump_spec, load_spec, spec_hash
 from hpc_train.status import JobStatus
 
@@ -29,7 +30,20 @@ def run_spec(spec: JobSpec, run_dir: RunDirectory, *, base_dir: Path | None = No
     """Train `spec` in this process (one rank of a job, or the whole job) and write its results."""
     from hpc_train.runtime.environments import detect_environment
 
-    env = detect_environment()
+    # A preemption signal that arrives while data loads must not kill the job: the guard is
+    # installed before anything slow (the worker's main installs it even earlier).
+    guard = process_guard()
+    installed_here = not guard.installed
+    guard.install()
+    try:
+        return _run_spec(spec, run_dir, base_dir, detect_environment(), guard)
+    finally:
+        guard.reset()
+        if installed_here:
+            guard.uninstall()
+
+
+def _run_spec(spec: JobSpec, run_dir: RunDirectory, base_dir: Path | None, env: Any, guard: Any) -> dict[str, Any]:
     is_main = env.global_rank == 0
     started = time.time()
     if is_main:
@@ -43,7 +57,7 @@ def run_spec(spec: JobSpec, run_dir: RunDirectory, *, base_dir: Path | None = No
         if spec.model.is_torch:
             from hpc_train.runtime.torch_runner import train_torch
 
-            results = train_torch(spec, data, run_dir, env)
+            results = train_torch(spec, data, run_dir, env, guard)
         else:
             from hpc_train.runtime.sklearn_runner import train_sklearn
 
@@ -81,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spec", required=True, help="the resolved spec.yaml")
     parser.add_argument("--run-dir", required=True, help="the job's run directory")
     args = parser.parse_args(argv)
+    process_guard().install()
     try:
         spec = load_spec(args.spec)
         run_spec(spec, RunDirectory(args.run_dir), base_dir=Path(args.spec).resolve().parent)

@@ -1,0 +1,44 @@
+"""`hpc-train launch -np N SPEC`: N ranks on this machine under mpirun (no scheduler)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from hpc_train.cli.common import add_spec_arguments, spec_from_args
+from hpc_train.commands import run_command
+from hpc_train.jobs import prepare_job
+from hpc_train.render import worker_command
+from hpc_train.runtime.launch import mpirun_command
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("launch", help="run N ranks of a spec on this machine under mpirun",
+                            description="Start N ranks under OpenMPI's mpirun (root flags handled). "
+                                        "Works for ddp and horovod. Rerunning resumes from the checkpoint.")
+    add_spec_arguments(parser)
+    parser.add_argument("-np", "--np", dest="np", type=int, default=2, help="number of ranks (default 2)")
+    parser.add_argument("--run-dir", type=Path, help="default OUTPUT_DIR/NAME-np<N>")
+    parser.add_argument("--dry-run", action="store_true", help="print the mpirun command only")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    spec, base = spec_from_args(args)
+    run_dir = args.run_dir or Path(spec.output_dir) / f"{spec.name}-np{args.np}"
+    prepared = prepare_job(spec, base_dir=base, run_dir=run_dir, write=not args.dry_run)
+    argv = mpirun_command(args.np, worker_command(prepared.spec, prepared.context))
+    if args.dry_run:
+        import shlex
+
+        print(shlex.join(argv))
+        return 0
+    result = run_command(argv, timeout=7 * 86400, check=False)
+    sys.stdout.write(result.stdout)
+    sys.stderr.write(result.stderr[-20000:])
+    if result.returncode == 0:
+        from hpc_train.cli.run import print_results
+
+        print_results(prepared.run_dir.results() or {})
+    return result.returncode

@@ -1,0 +1,149 @@
+"""Train a torch model from a spec with DistributedTrainer; survive preemption by checkpoint + requeue."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from hpc_train.checkpoint import HDF5CheckpointStore
+from hpc_train.data import Dataset
+from hpc_train.errors import SpecError
+from hpc_train.metrics import classification_metrics
+from hpc_train.models.factory import import_factory
+from hpc_train.models.mlp import MLP
+from hpc_train.rundir import RunDirectory
+from hpc_train.runtime.environments import ClusterEnvironment
+from hpc_train.runtime.preemption import PreemptionGuard, request_requeue, restart_count
+from hpc_train.spec.model import JobSpec
+from hpc_train.status import JobStatus
+
+log = logging.getLogger(__name__)
+
+STRATEGY_ALIASES = {"none": "ddp", "ddp": "ddp", "data_parallel": "data_parallel", "horovod": "horovod",
+                    "model_parallel": "model_parallel", "fsdp": "model_parallel"}
+
+
+def build_torch_model(spec: JobSpec, data: Dataset) -> nn.Module:
+    """The built-in MLP, or the user's factory called with n_features, n_classes and hyperparameters."""
+    if spec.model.type == "neural_network":
+        return MLP(data.n_features, spec.model.hidden_sizes, data.n_classes, spec.model.dropout)
+    factory = import_factory(spec.model.type)
+    model = factory(n_features=data.n_features, n_classes=data.n_classes, **spec.model.hyperparameters)
+    if not isinstance(model, nn.Module):
+        raise SpecError("the model factory must return a torch.nn.Module", key="model.type", value=spec.model.type)
+    return model
+
+
+def checkpoint_dir(spec: JobSpec, run_dir: RunDirectory) -> Path:
+    """checkpoint.dir when set, else the run directory's checkpoints/ folder."""
+    return Path(spec.checkpoint.dir) if spec.checkpoint.dir else run_dir.checkpoints
+
+
+def train_torch(spec: JobSpec, data: Dataset, run_dir: RunDirectory, env: ClusterEnvironment,
+                guard: PreemptionGuard) -> dict[str, Any]:
+    """Train on every rank; rank 0 writes metrics, progress, the model and the results."""
+    from hpc_train.runtime.trainer import DistributedTrainer
+
+    if spec.checkpoint.unit != "epochs":
+        raise SpecError("checkpoints are taken at epoch boundaries (and on preemption at any step)",
+                        key="checkpoint.unit", value=spec.checkpoint.unit, allowed=["epochs"])
+    threads = spec.training.threads or spec.resources.cpus_per_task
+    torch.set_num_threads(threads)
+    torch.manual_seed(spec.training.seed)
+    model = build_torch_model(spec, data)
+    train_set = TensorDataset(torch.from_numpy(data.x_train), torch.from_numpy(data.y_train))
+    val_set = TensorDataset(torch.from_numpy(data.x_val), torch.from_numpy(data.y_val))
+    train_loader = DataLoader(train_set, batch_size=spec.data.batch_size, shuffle=True)
+    val_loader = DataLoader(val_set, batch_size=max(256, spec.data.batch_size))
+    store = HDF5CheckpointStore(checkpoint_dir(spec, run_dir), keep_last=spec.checkpoint.keep_last) \
+        if spec.checkpoint.auto_resume or spec.checkpoint.dir else None
+    epochs = spec.training.epochs
+    progress = _ProgressWriter(run_dir, epochs, is_main=env.global_rank == 0)
+    early = spec.training.early_stopping.model_dump() if spec.training.early_stopping else None
+    strategy = STRATEGY_ALIASES[spec.distributed.strategy]
+    backend = spec.distributed.backend if spec.distributed.backend != "auto" else (
+        "nccl" if spec.resources.gpus_per_node and torch.cuda.is_available() else "gloo")
+    if True:  # the guard was installed by the worker before anything slow happened
+        trainer = DistributedTrainer(
+            backend=backend, strategy=strategy, num_gpus=spec.resources.gpus_per_node,
+            accumulation_steps=spec.training.accumulation_steps, mixed_precision=spec.training.mixed_precision,
+            gradient_checkpointing=spec.training.gradient_checkpointing, compression=spec.distributed.compression,
+            learning_rate=spec.training.learning_rate, optimizer=spec.training.optimizer, seed=spec.training.seed,
+            early_stopping=early, checkpoint_store=store, should_stop=guard, on_epoch_end=progress.epoch_done,
+            environment=env)
+        try:
+            history = trainer.train(model, train_loader, epochs, checkpoint_interval=spec.checkpoint.interval,
+                                    val_loader=val_loader)
+            if trainer.preempted:
+                return _preempted(spec, run_dir, trainer.is_main, guard.signal_name or "signal")
+            digests = trainer.comm.all_gather_object(trainer.param_digest())
+        finally:
+            trainer.close()
+    results = _evaluate(model, data) if env.global_rank == 0 else {}
+    results.update({"param_digests": digests, "epochs_run": len(history),
+                    "stopped_early": len(history) < epochs, "restarts": restart_count(),
+                    "strategy": strategy, "backend": backend, "threads": threads})
+    if env.global_rank == 0:
+        # The trained parameters in the same pickle-free HDF5 format as checkpoints.
+        model_path = HDF5CheckpointStore(run_dir.path / "model", keep_last=1, prefix="model").save(
+            {"model": trainer_model_state(model)}, step=len(history), meta={"spec": spec.name})
+        results["model_path"] = str(model_path)
+    return results
+
+
+def trainer_model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Plain parameter tensors of a (possibly wrapped) model."""
+    inner = getattr(model, "module", model)
+    return {name: tensor.detach().cpu() for name, tensor in inner.state_dict().items()}
+
+
+def _evaluate(model: nn.Module, data: Dataset) -> dict[str, Any]:
+    model.eval()
+    with torch.no_grad():
+        logits = model(torch.from_numpy(data.x_val).to(next(model.parameters()).device)).float().cpu()
+    proba = torch.softmax(logits, dim=1).numpy().astype(np.float64)
+    proba /= proba.sum(axis=1, keepdims=True)
+    return classification_metrics(data.y_val, proba.argmax(axis=1), proba, data.n_classes)
+
+
+def _preempted(spec: JobSpec, run_dir: RunDirectory, is_main: bool, signal_name: str) -> dict[str, Any]:
+    """After the preemption checkpoint: record it, ask SLURM to requeue (rank 0), and leave cleanly."""
+    if not is_main:
+        return {"preempted": True}
+    requeued = spec.preemption.requeue and request_requeue(spec.preemption.max_requeues)
+    status = JobStatus.REQUEUED if requeued else JobStatus.PREEMPTED
+    run_dir.write_status(status, preempted_by=signal_name, restarts=restart_count(), preempted_at=time.time())
+    log.warning("preempted by %s: checkpoint written, %s", signal_name,
+                "job requeued" if requeued else "rerun the same command to resume")
+    return {"preempted": True, "requeued": requeued}
+
+
+class _ProgressWriter:
+    """on_epoch_end hook: metrics.jsonl and progress.json with the measured step rate."""
+
+    def __init__(self, run_dir: RunDirectory, epochs: int, *, is_main: bool) -> None:
+        self.run_dir, self.epochs, self.is_main = run_dir, epochs, is_main
+        self.started = time.time()
+        self.first_step: int | None = None
+
+    def epoch_done(self, record: dict[str, Any]) -> None:
+        if not self.is_main:
+            return
+        self.run_dir.append_metrics(record)
+        epoch, step = int(record["epoch"]), int(record["step"])
+        steps_per_epoch = max(1, math.ceil(step / max(epoch, 1)))
+        duration = float(record.get("duration") or 0.0)
+        rate = steps_per_epoch / duration if duration > 0 else None
+        self.run_dir.write_progress(epoch=epoch, epochs=self.epochs, step=step,
+                                    total_steps=steps_per_epoch * self.epochs, started=self.started,
+                                    steps_per_s=rate)
+
+
