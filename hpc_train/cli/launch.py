@@ -10,7 +10,6 @@ from hpc_train.cli.common import add_spec_arguments, spec_from_args
 from hpc_train.commands import run_command
 from hpc_train.jobs import prepare_job
 from hpc_train.render import worker_command
-from hpc_train.runtime.launch import mpirun_command
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hpc_train.runtime.launch import mpirun_command  # imported here: hpc_train.runtime imports torch
+
     spec, base = spec_from_args(args)
     run_dir = args.run_dir or Path(spec.output_dir) / f"{spec.name}-np{args.np}"
     prepared = prepare_job(spec, base_dir=base, run_dir=run_dir, write=not args.dry_run)

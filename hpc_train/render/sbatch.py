@@ -68,7 +68,7 @@ def render_sbatch(spec: JobSpec, ctx: RenderContext) -> str:
         spec=spec,
         r=r,
         script_name=ctx.script_name,
-        log_dir=ctx.log_dir,
+        log_dir=ctx.log_dir.replace("%", "%%"),  # SLURM expands %j, %x ... in file names; %% is a %
         log_pattern="%x-%A_%a" if ctx.array else "%x-%j",
         array=ctx.array,
         dependency=ctx.dependency,

@@ -10,7 +10,10 @@ import re
 import shlex
 from typing import Any
 
+from hpc_train.errors import UserError
+
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PLAIN_WORD = re.compile(r"^[\w@%+=:,./-]+$", re.ASCII)
 
 
 class ShellSafe(str):
@@ -27,6 +30,22 @@ def shell_quote(value: Any) -> ShellSafe:
 def shell_words(values: Any) -> ShellSafe:
     """Quote each word of an argv list and join them with spaces."""
     return ShellSafe(" ".join(shell_quote(value) for value in values))
+
+
+def sbatch_quote(value: Any) -> ShellSafe:
+    """Quote one word of an `#SBATCH` line the way sbatch reads it (not the way a shell would).
+
+    sbatch splits directive lines itself: a backslash escapes the next character even inside
+    quotes, and a line ends the directive. So: double quotes, backslash-escaped `\\` and `"`.
+    """
+    if isinstance(value, bool) or value is None:
+        raise TypeError(f"refusing to render {value!r} into an #SBATCH line")
+    text = str(value)
+    if "\n" in text or "\r" in text:
+        raise UserError(f"a value on an #SBATCH line cannot contain a newline: {text!r}")
+    if _PLAIN_WORD.match(text):
+        return ShellSafe(text)
+    return ShellSafe('"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"')
 
 
 def env_name(value: Any) -> ShellSafe:

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import jinja2
 
-from hpc_train.render.shell import definition_line, env_name, require_filtered, shell_quote, shell_words
+from hpc_train.render.shell import (
+    definition_line,
+    env_name,
+    require_filtered,
+    sbatch_quote,
+    shell_quote,
+    shell_words,
+)
 
 
 def templates_dir() -> Path:
@@ -32,6 +39,7 @@ def environment(directory: str | None = None) -> jinja2.Environment:
         finalize=require_filtered,
     )
     env.filters["q"] = shell_quote
+    env.filters["sq"] = sbatch_quote
     env.filters["qwords"] = shell_words
     env.filters["envname"] = env_name
     env.filters["defline"] = definition_line

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,34 @@ from hpc_train.errors import SpecError
 from hpc_train.spec.model import METRICS, JobSpec
 
 _MAX_SPEC_BYTES = 1 << 20
+
+
+class SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without YAML 1.1 base-60 numbers.
+
+    Plain YAML 1.1 reads `time: 1:30:00` as the integer 5400, which a spec would then take as
+    5400 minutes; with this loader it stays the string "1:30:00" that SLURM means.
+    """
+
+
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+SpecLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in (_INT, _FLOAT)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+SpecLoader.add_implicit_resolver(_INT, re.compile(r"""^(?:[-+]?0b[0-1_]+
+    |[-+]?0[0-7_]+
+    |[-+]?(?:0|[1-9][0-9_]*)
+    |[-+]?0x[0-9a-fA-F_]+)$""", re.VERBOSE), list("-+0123456789"))
+SpecLoader.add_implicit_resolver(_FLOAT, re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?
+    |\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.VERBOSE), list("-+0123456789."))
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=SpecLoader)  # SpecLoader is a SafeLoader: no arbitrary objects
 
 
 def load_spec(path: str | Path, overrides: Iterable[str] = ()) -> JobSpec:
@@ -46,6 +75,8 @@ def parse_spec(text_or_data: str | Mapping[str, Any], *, file: str = "<spec>",
         data = _parse_yaml(text_or_data, file)
     else:
         data = copy.deepcopy(dict(text_or_data))
+    if not isinstance(data, dict):
+        return validate_spec(data, file=file)  # overrides need a mapping; report the document instead
     for override in overrides:
         apply_override(data, override, file=file)
     return validate_spec(data, file=file)
@@ -70,7 +101,7 @@ def apply_override(data: dict[str, Any], override: str, *, file: str = "<spec>")
     if not sep or not key.strip():
         raise SpecError("override must look like key.path=value", file="--set", value=override)
     try:
-        value = yaml.safe_load(value_text) if value_text.strip() else ""
+        value = _yaml_load(value_text) if value_text.strip() else ""
     except yaml.YAMLError:
         value = value_text
     parts = key.strip().split(".")
@@ -100,7 +131,7 @@ def dump_spec(spec: JobSpec) -> str:
 
 def _parse_yaml(text: str, file: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return _yaml_load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
@@ -114,6 +145,11 @@ def _check_consistency(spec: JobSpec, file: str) -> None:
     if spec.distributed.backend == "nccl" and spec.resources.gpus_per_node == 0:
         raise SpecError("the nccl backend needs GPUs", file=file, key="distributed.backend", value="nccl",
                         allowed=["auto", "gloo", "mpi"], hint="set resources.gpus_per_node >= 1 or use gloo on CPU")
+    gres = [option for option in spec.resources.extra_sbatch if re.match(r"--gres(?:[=\s]|$)", option)]
+    if gres and spec.resources.gpus_per_node:
+        raise SpecError("--gres cannot be combined with resources.gpus_per_node (rendered as --gpus-per-node)",
+                        file=file, key="resources.extra_sbatch", value=gres[0],
+                        hint="ask for GPUs with resources.gpus_per_node only, or set it to 0 and keep --gres")
     if spec.sweep is not None and spec.sweep.metric not in METRICS:
         raise SpecError("unknown sweep metric", file=file, key="sweep.metric", value=spec.sweep.metric,
                         allowed=METRICS)

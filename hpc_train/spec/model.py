@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_serializer, field_validator
 
 from hpc_train.spec.units import format_slurm_time, parse_memory_mb, parse_time_seconds
 
@@ -20,6 +20,10 @@ METRICS = ("accuracy", "f1_score", "precision", "recall", "loss")
 SLURM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
 IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# SLURM feature expressions: names joined by & | , * with [ ] ( ) groups; nothing a shell or sbatch line reads.
+CONSTRAINT = re.compile(r"^[A-Za-z0-9_.+\-=:&|,*!\[\]()]{1,512}$")
+# Control characters (newline, NUL, ...) would end a #SBATCH or Apptainer line, or cannot be passed to a process.
+CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 MemoryMB = Annotated[int, BeforeValidator(parse_memory_mb)]
 Seconds = Annotated[int, BeforeValidator(parse_time_seconds)]
@@ -28,7 +32,18 @@ Seconds = Annotated[int, BeforeValidator(parse_time_seconds)]
 class Section(BaseModel):
     """Base of every spec section: unknown keys and silent type coercion are refused."""
 
-    model_config = ConfigDict(extra="forbid", strict=False, validate_default=True, frozen=False)
+    model_config = ConfigDict(extra="forbid", strict=False, validate_default=True, frozen=False,
+                              ser_json_inf_nan="constants")  # a dumped spec keeps .inf and .nan
+
+
+def _single_line(value: Any) -> Any:
+    """Refuse control characters in a string (or in the strings of a list or dict's values)."""
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else [value]
+    for item in items:
+        if isinstance(item, str) and CONTROL.search(item):
+            raise ValueError(f"{item!r} contains a control character (newline, NUL, ...); "
+                             "write it on one line")
+    return value
 
 
 def _slurm_name(value: str | None, what: str) -> str | None:
@@ -69,6 +84,7 @@ class DataSpec(Section):
     @field_validator("train_path", "val_path")
     @classmethod
     def _known_dataset(cls, value: str | None) -> str | None:
+        _single_line(value)
         if value and value.startswith("sklearn:") and value.split(":", 1)[1] not in SKLEARN_DATASETS:
             raise ValueError("unknown scikit-learn dataset; use sklearn:" + ", sklearn:".join(SKLEARN_DATASETS)
                              + " or a CSV path")
@@ -108,7 +124,8 @@ class ResourcesSpec(Section):
     gpus_per_node: int = Field(0, ge=0)
     cpus_per_task: int = Field(1, ge=1)
     memory: MemoryMB = 4096
-    time: Seconds = 3600
+    # seconds; not validated like user input, where a bare integer means minutes
+    time: Seconds = Field(default=3600, validate_default=False)
     partition: str | None = None
     account: str | None = None
     qos: str | None = None
@@ -123,19 +140,37 @@ class ResourcesSpec(Section):
     def _names(cls, value: str | None) -> str | None:
         return _slurm_name(value, "this name")
 
+    @field_validator("constraint")
+    @classmethod
+    def _constraint(cls, value: str | None) -> str | None:
+        if value is not None and not CONSTRAINT.match(value):
+            raise ValueError("a constraint is feature names joined by & | , * with [ ] ( ) groups, "
+                             "e.g. gpu&a100 or [rack1|rack2]; no spaces, quotes or $")
+        return value
+
+    @field_validator("modules", "venv")
+    @classmethod
+    def _one_line(cls, value: Any) -> Any:
+        return _single_line(value)
+
+    @field_serializer("time", when_used="json")
+    def _time_text(self, value: int) -> str:
+        # as D-HH:MM:SS, so that a dumped spec loads back to the same time (a bare int would be minutes)
+        return format_slurm_time(value)
+
     @field_validator("env")
     @classmethod
     def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
         for name in value:
             if not ENV_NAME.match(name):
                 raise ValueError(f"environment variable name {name!r} is not a valid shell name")
-        return value
+        return _single_line(value)
 
     @field_validator("extra_sbatch")
     @classmethod
     def _options(cls, value: list[str]) -> list[str]:
         for option in value:
-            if not option.startswith("--") or "\n" in option:
+            if not option.startswith("--") or CONTROL.search(option):
                 raise ValueError(f"extra sbatch option {option!r} must be one long option like --exclusive")
         return value
 
@@ -158,6 +193,11 @@ class ContainerSpec(Section):
     base: str = "pytorch/pytorch:2.4.0-cuda12.1-cudnn9-runtime"
     packages: list[str] = Field(default_factory=list, description="pip packages installed in %post")
 
+    @field_validator("image", "binds", "base", "packages")
+    @classmethod
+    def _one_line(cls, value: Any) -> Any:
+        return _single_line(value)
+
 
 class CheckpointSpec(Section):
     dir: str | None = Field(None, description="default: <run dir>/checkpoints")
@@ -165,6 +205,11 @@ class CheckpointSpec(Section):
     unit: Literal["epochs", "steps"] = "epochs"
     keep_last: int = Field(3, ge=1)
     auto_resume: bool = True
+
+    @field_validator("dir")
+    @classmethod
+    def _one_line(cls, value: str | None) -> str | None:
+        return _single_line(value)
 
 
 class PreemptionSpec(Section):
@@ -213,6 +258,11 @@ class JobSpec(Section):
         result = _slurm_name(value, "name")
         assert result is not None
         return result
+
+    @field_validator("output_dir")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        return _single_line(value)
 
     @property
     def world_size(self) -> int:
