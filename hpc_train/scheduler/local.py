@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from hpc_train.registry import JobRecord
@@ -52,7 +53,8 @@ class LocalScheduler(Scheduler):
         old = {key: os.environ.get(key) for key in env}
         os.environ.update(env)  # the controller inherits our environment
         try:
-            job = executor.submit(run_local_job, plan.command, plan.spec.world_size)
+            with _detached_stdio():
+                job = executor.submit(run_local_job, plan.command, plan.spec.world_size)
         finally:
             for key, value in old.items():
                 if value is None:
@@ -68,6 +70,25 @@ class LocalScheduler(Scheduler):
         if record.scheduler_id and _alive(int(record.scheduler_id)):
             os.kill(int(record.scheduler_id), signal.SIGINT)
         RunDirectory(record.run_dir).write_status(JobStatus.CANCELLED, error="cancelled by user")
+
+
+@contextlib.contextmanager
+def _detached_stdio() -> Iterator[None]:
+    """Point fds 0-2 at /dev/null while submitit starts its controller, so the background job does
+    not hold the caller's pipes open (`id=$(hpc-train submit ...)` must return at once)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(fd) for fd in (0, 1, 2)]
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        yield
+    finally:
+        for fd, copy in zip((0, 1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+        os.close(devnull)
 
 
 def local_status(record: JobRecord) -> JobStatus:

@@ -209,8 +209,6 @@ def test_broken_model_factory_fails_the_job(user: User) -> None:
     assert any(line.strip().startswith('File "') and "fixtures.py" in line for line in shown), shown
 
 
-@pytest.mark.xfail(strict=True, reason="bug in hpc_train/scheduler/local.py: submitit's controller inherits "
-                                        "the CLI's stdout, so `id=$(hpc-train submit ...)` waits for the job")
 def test_submit_through_a_pipe_returns_before_the_job_ends(user: User) -> None:
     spec = user.write("slow.yaml", "name: slow\nmodel: {type: svm}\n")  # a few seconds of work
     started = time.monotonic()
