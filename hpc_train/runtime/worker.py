@@ -2,7 +2,8 @@
 
 It loads the resolved spec, detects the cluster environment, trains, and writes the run directory.
 A user mistake exits 2 with one message; any other failure records the traceback's last lines in
-status.json (so `hpc-train status` can show it) and exits 1.
+status.json (so `hpc-train status` can show it) and exits 1. Preempted and not requeued (outside SLURM,
+or at preemption.max_requeues), rank 0 exits 3 after the checkpoint, like `hpc-train run`.
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ from hpc_train.data import load_dataset
 from hpc_train.errors import UserError
 from hpc_train.rundir import RunDirectory
 from hpc_train.runtime.preemption import process_guard
+from hpc_train.runtime.resources import ResourceSampler
 from hpc_train.spec import JobSpec, dump_spec, load_spec, spec_hash
 from hpc_train.status import JobStatus
 
 TRACEBACK_LINES = 12
+# Preempted and not requeued: not done, so not success for SLURM (afterok dependents wait); as `hpc-train run`.
+PREEMPTED_EXIT_CODE = 3
 
 
 def run_spec(spec: JobSpec, run_dir: RunDirectory, *, base_dir: Path | None = None) -> dict[str, Any]:
@@ -36,7 +40,9 @@ def run_spec(spec: JobSpec, run_dir: RunDirectory, *, base_dir: Path | None = No
     installed_here = not guard.installed
     guard.install()
     try:
-        return _run_spec(spec, run_dir, base_dir, detect_environment(), guard)
+        env = detect_environment()
+        with ResourceSampler(run_dir.path, env.global_rank):  # resources.rank<R>.jsonl while training
+            return _run_spec(spec, run_dir, base_dir, env, guard)
     finally:
         guard.reset()
         if installed_here:
@@ -95,14 +101,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spec", required=True, help="the resolved spec.yaml")
     parser.add_argument("--run-dir", required=True, help="the job's run directory")
     args = parser.parse_args(argv)
-    process_guard().install()
+    guard = process_guard().install()
     try:
         spec = load_spec(args.spec)
-        run_spec(spec, RunDirectory(args.run_dir), base_dir=Path(args.spec).resolve().parent)
+        results = run_spec(spec, RunDirectory(args.run_dir), base_dir=Path(args.spec).resolve().parent)
     except UserError as exc:
         print(f"hpc-train: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    return 0
+    finally:
+        guard.ignore()  # a time-limit warning after the last step must not turn a finished rank into a failed one
+    # Only rank 0 knows whether the job was requeued (the others return at once, and a non-zero exit of
+    # theirs would make srun kill rank 0 before its `scontrol requeue`).
+    return PREEMPTED_EXIT_CODE if results.get("requeued") is False else 0
 
 
 
