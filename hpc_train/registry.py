@@ -110,6 +110,17 @@ class JobRegistry:
                 json.dumps(merged), time.time(), job_id))
             db.execute("COMMIT")
 
+    def update_statuses(self, statuses: dict[str, JobStatus]) -> None:
+        """Store many jobs' new statuses in one transaction (what `status` of a big array needs)."""
+        if not statuses:
+            return
+        now = time.time()
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("UPDATE jobs SET status=?, updated=? WHERE id=?",
+                           [(status.value, now, job_id) for job_id, status in statuses.items()])
+            db.execute("COMMIT")
+
     def get(self, job_id: str) -> JobRecord:
         """The job with this id (a unique prefix is enough); JobNotFound otherwise."""
         with self._connect() as db:
