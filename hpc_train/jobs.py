@@ -24,14 +24,18 @@ from hpc_train.status import JobStatus
 EXECUTORS = ("auto", "local", "slurm", "sbatch")
 
 
+# Executors whose jobs one status query answers together: plain sbatch jobs are SLURM jobs too.
+STATUS_SOURCE = {"sbatch": "slurm"}
+
+
 def slurm_available() -> bool:
-    """True when `sbatch` is on PATH and the controller answers."""
+    """True when `sbatch` is on PATH and the controller answers `scontrol ping` (one quick try)."""
     if shutil.which("sbatch") is None or shutil.which("scontrol") is None:
         return False
-    from hpc_train.commands import run_command
+    from hpc_train.scheduler.slurm import ping_controller
 
     try:
-        return run_command(["scontrol", "ping"], timeout=10, check=False).returncode == 0
+        return ping_controller() is None
     except UserError:
         return False
 
@@ -78,17 +82,23 @@ def prepare_job(spec: JobSpec, *, base_dir: Path, run_dir: Path | None = None, j
 
 def submit_job(spec: JobSpec, *, executor: str = "auto", base_dir: Path, registry: JobRegistry,
                dry_run: bool = False, run_dir: Path | None = None, parent: str | None = None,
-               dependency: str | None = None, name: str | None = None) -> JobRecord | SubmissionPlan:
+               dependency: str | None = None, name: str | None = None,
+               job_id: str | None = None) -> JobRecord | SubmissionPlan:
     """Plan and submit one spec; with dry_run return the plan and touch nothing."""
     scheduler = get_scheduler(executor)
-    prepared = prepare_job(spec, base_dir=base_dir, run_dir=run_dir, dependency=dependency, write=not dry_run)
+    prepared = prepare_job(spec, base_dir=base_dir, run_dir=run_dir, dependency=dependency, write=False,
+                           job_id=job_id)
     plan = scheduler.plan(prepared.spec, prepared.context)
     if dry_run:
         return plan
+    existed = prepared.run_dir.path.exists()  # a run directory being resumed must survive a failed submit
     try:
+        prepared.run_dir.create()
+        prepared.run_dir.spec_path.write_text(dump_spec(prepared.spec))
         scheduler_id = scheduler.submit(plan)
     except BaseException:
-        shutil.rmtree(prepared.run_dir.path, ignore_errors=True)  # nothing was submitted: leave no trace
+        if not existed:
+            shutil.rmtree(prepared.run_dir.path, ignore_errors=True)  # nothing was submitted: leave no trace
         raise
     record = JobRecord(id=prepared.id, name=name or spec.name, kind="job", executor=scheduler.name,
                        scheduler_id=scheduler_id, run_dir=str(prepared.run_dir.path), status=JobStatus.PENDING,
@@ -96,19 +106,43 @@ def submit_job(spec: JobSpec, *, executor: str = "auto", base_dir: Path, registr
     return registry.add(record)
 
 
+def combined_status(statuses: Sequence[JobStatus]) -> JobStatus:
+    """The status of a batch, sweep or pipeline from its tasks' statuses."""
+    if any(not s.is_terminal for s in statuses):
+        return JobStatus.PENDING if all(s == JobStatus.PENDING for s in statuses) else JobStatus.RUNNING
+    for status in (JobStatus.FAILED, JobStatus.TIMEOUT, JobStatus.CANCELLED):
+        if status in statuses:
+            return status
+    return JobStatus.COMPLETED
+
+
 def refresh(registry: JobRegistry, records: Sequence[JobRecord]) -> list[JobRecord]:
-    """Ask each scheduler once for the status of its non-terminal jobs; store and return fresh records."""
+    """Ask each scheduler once for the status of its non-terminal jobs; store and return fresh records.
+
+    A batch, sweep or pipeline takes its status from its tasks (refreshed in the same query).
+    """
+    parents = {r.id: registry.children(r.id) for r in records if r.kind != "job" and not r.status.is_terminal}
+    given = {r.id: r for r in records}
+    for group in parents.values():
+        group[:] = [given.get(child.id, child) for child in group]
+    tasks = list(records) + [c for group in parents.values() for c in group if c.id not in given]
     by_executor: dict[str, list[JobRecord]] = {}
-    for record in records:
+    for record in tasks:
         if record.kind == "job" and not record.status.is_terminal:
-            by_executor.setdefault(record.executor, []).append(record)
+            by_executor.setdefault(STATUS_SOURCE.get(record.executor, record.executor), []).append(record)
+    changed: dict[str, JobStatus] = {}
     for executor, group in by_executor.items():
         statuses = get_scheduler(executor).statuses(group)
         for record in group:
             new = statuses.get(record.id, record.status)
             if new != record.status:
-                registry.update(record.id, status=new)
-                record.status = new
+                changed[record.id] = record.status = new
+    for record in records:
+        if parents.get(record.id):
+            new = combined_status([c.status for c in parents[record.id]])
+            if new != record.status:
+                changed[record.id] = record.status = new
+    registry.update_statuses(changed)  # one transaction, however many jobs changed
     return list(records)
 
 

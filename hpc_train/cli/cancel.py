@@ -6,6 +6,7 @@ import argparse
 
 from hpc_train.cli.common import registry_from_args
 from hpc_train.jobs import get_scheduler
+from hpc_train.registry import JobRecord
 from hpc_train.status import JobStatus
 
 
@@ -19,11 +20,14 @@ def run(args: argparse.Namespace) -> int:
     registry = registry_from_args(args)
     record = registry.get(args.id)
     targets = registry.children(record.id) or [record]
+    live: dict[str, list[JobRecord]] = {}
     for target in targets:
-        if target.status.is_terminal or target.executor == "none":
-            continue
-        get_scheduler(target.executor).cancel(target)
-        registry.update(target.id, status=JobStatus.CANCELLED)
+        if not target.status.is_terminal and target.executor != "none":
+            live.setdefault(target.executor, []).append(target)
+    for executor, group in live.items():
+        get_scheduler(executor).cancel_many(group)
+        for target in group:
+            registry.update(target.id, status=JobStatus.CANCELLED)
     if record not in targets:
         registry.update(record.id, status=JobStatus.CANCELLED)
     print(f"cancelled {record.id}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from hpc_train.cli.common import registry_from_args
 from hpc_train.errors import UserError
@@ -26,8 +27,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"job {record.id} has {len(children)} tasks; --task must be 0..{len(children) - 1}")
         record = children[args.task]
     rd = RunDirectory(record.run_dir)
-    files = rd.log_files() + sorted((rd.path / "submitit").glob("*_log.*")) if (rd.path / "submitit").exists() \
-        else rd.log_files()
+    files = rd.log_files() + submitit_logs(rd, record.scheduler_id)
     if not files:
         print(f"no logs yet for {record.id} ({record.status.value}) in {rd.logs}")
         return 0
@@ -38,3 +38,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"==> {path} <==")
         print("\n".join(lines))
     return 0
+
+
+def submitit_logs(rd: RunDirectory, scheduler_id: str | None) -> list[Path]:
+    """submitit's `<id>_<rank>_log.out|err` of this job; the folder of an array holds every task's."""
+    folder = rd.path / "submitit"
+    if not folder.is_dir():
+        return []
+    return sorted(folder.glob(f"{scheduler_id}_*_log.*" if scheduler_id else "*_log.*"))

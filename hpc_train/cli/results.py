@@ -22,6 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     registry = registry_from_args(args)
     record = refresh(registry, [registry.get(args.id)])[0]
+    if record.kind == "sweep":
+        return sweep_results(args, record.id)
     children = registry.children(record.id)
     if children:
         refresh(registry, children)
@@ -44,4 +46,22 @@ def run(args: argparse.Namespace) -> int:
         print_json(results)
     else:
         print_results(results)
+    return 0
+
+
+def sweep_results(args: argparse.Namespace, sweep_id: str) -> int:
+    """Every trial of a sweep (params, cross-validated mean and std), best first."""
+    from hpc_train.orchestrator import TrainingOrchestrator
+
+    results = TrainingOrchestrator(home=args.home, executor="local").get_results(sweep_id)
+    if args.json:
+        print_json(results)
+        return 0
+    reverse = results["direction"] == "maximize"
+    done = sorted((t for t in results["trials"] if t["value"] is not None), key=lambda t: t["value"], reverse=reverse)
+    print(f"sweep {results['id']} ({results['status']}): {results['strategy']} search, "
+          f"{results['finished']}/{results['budget']} trials, {results['metric']} ({results['direction']})")
+    for trial in done + [t for t in results["trials"] if t["value"] is None]:
+        value = "-" if trial["value"] is None else f"{trial['value']:.4f} ± {trial['cv_std'] or 0:.4f}"
+        print(f"  #{trial['number']:<4} {trial['state']:<9} {value:<18} {trial['params']}")
     return 0

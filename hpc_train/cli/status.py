@@ -6,6 +6,7 @@ import argparse
 
 from hpc_train.cli.common import job_summary, print_json, registry_from_args
 from hpc_train.jobs import refresh
+from hpc_train.registry import JobRecord
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
         summary = job_summary(record)
         if children[record.id]:
             summary["tasks"] = [job_summary(c) for c in children[record.id]]
+        summary.update(kind_details(record, summary.get("tasks", [])))
         summaries.append(summary)
     if args.json:
         print_json(summaries[0] if args.id else summaries)
@@ -53,3 +55,20 @@ def print_table(summaries: list[dict]) -> None:
     for s in summaries:
         if s.get("error"):
             print(f"{s['id']}: {s['error']}")
+        if s.get("trials"):
+            best = "" if s.get("best_value") is None else f", best {s['metric']} {s['best_value']:.4f} {s['best_params']}"
+            print(f"{s['id']}: {s['trials']['finished']}/{s['trials']['budget']} trials finished{best}")
+        for stage in s.get("stages", []):
+            print(f"{s['id']}: stage {stage['stage']} {stage['status']}"
+                  + (f" ({stage.get('note') or stage['error']})" if stage.get("note") or stage["error"] else ""))
+
+
+def kind_details(record: JobRecord, tasks: list[dict]) -> dict:
+    """A sweep's trial counts and best so far; a pipeline's stages (and why skipped ones did not run)."""
+    from hpc_train.orchestrator.status import pipeline_details, sweep_details
+
+    if record.kind == "sweep":
+        return sweep_details(record)
+    if record.kind == "pipeline":
+        return pipeline_details(record, tasks)
+    return {}

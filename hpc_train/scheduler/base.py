@@ -72,3 +72,8 @@ class Scheduler(ABC):
     @abstractmethod
     def cancel(self, record: JobRecord) -> None:
         """Stop a job."""
+
+    def cancel_many(self, records: Sequence[JobRecord]) -> None:
+        """Stop several jobs; backends that can in one command override this."""
+        for record in records:
+            self.cancel(record)

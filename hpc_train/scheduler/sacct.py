@@ -41,7 +41,10 @@ def parse_sacct(text: str, wanted: Iterable[str]) -> dict[str, JobStatus]:
                 states.setdefault(f"{pending.group(1)}_{index}", from_slurm(state))
         else:
             states[job_id] = from_slurm(state)
-    return {j: states[j] for j in wanted if j in states}
+    # When every task of a pending array is cancelled by its own id, sacct shows only the array's
+    # own line ('123', not '123_[0-4]'): its state is then that of each task it lists no line for.
+    found = {j: states.get(j) or states.get(base_job_id(j)) for j in wanted}
+    return {j: state for j, state in found.items() if state is not None}
 
 
 def _expand_range(text: str) -> list[int]:

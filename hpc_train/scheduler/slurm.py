@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import shutil
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +29,10 @@ from hpc_train.status import JobStatus
 
 _UNREACHABLE = ("Unable to contact slurm controller", "Connection refused", "Zero Bytes were transmitted",
                 "Socket timed out", "slurm_load_partitions", "Invalid user for SlurmUser")
+_RUN_DIR_VAR = "HPC_TRAIN_RUN_DIR"
+_NO_CONTROLLER_HINT = ("is slurmctld running, and does SLURM_CONF name the right cluster? (`scontrol ping`); "
+                       "slurm/start.sh starts the local test cluster; --executor local runs on this machine")
+_NO_CLIENT_HINT = "submit from a SLURM login node (or put SLURM's commands on PATH), or use --executor local"
 
 
 def sbatch_hint(result: CommandResult) -> str | None:
@@ -45,6 +51,7 @@ def sbatch_hint(result: CommandResult) -> str | None:
 
 def run_slurm(argv: list[str], *, timeout: float = 60.0, retries: int = 2) -> CommandResult:
     """run_command for SLURM clients: an unreachable controller becomes SchedulerUnavailable (exit 2)."""
+    _require_client(argv[0])
     try:
         return run_command(argv, timeout=timeout, retries=retries,
                            retry_on=lambda r: any(m in r.stderr for m in _UNREACHABLE[1:4]), hint=sbatch_hint)
@@ -52,14 +59,42 @@ def run_slurm(argv: list[str], *, timeout: float = 60.0, retries: int = 2) -> Co
         if any(marker in exc.stderr for marker in _UNREACHABLE):
             raise SchedulerUnavailable(
                 f"cannot reach the SLURM controller: `{' '.join(argv)}` said: {exc.stderr}\n"
-                "HINT: is slurmctld running? (`scontrol ping`); slurm/start.sh starts the local test cluster"
+                f"HINT: {_NO_CONTROLLER_HINT}"
             ) from None
         raise
 
 
+def _require_client(program: str) -> None:
+    if shutil.which(program) is None:
+        raise SchedulerUnavailable(
+            f"`{program}` not found on PATH: this machine has no SLURM client commands\nHINT: {_NO_CLIENT_HINT}")
+
+
+def ping_controller() -> str | None:
+    """None when `scontrol ping` finds slurmctld UP, else what it said. One attempt, so it answers at once."""
+    _require_client("scontrol")
+    try:
+        result = run_command(["scontrol", "ping"], timeout=10, check=False)
+    except CommandError as exc:  # timed out
+        return str(exc)
+    if " is UP" in result.stdout:
+        return None
+    said = [line for line in (result.stdout + result.stderr).splitlines() if line.strip() and line[0] != "*"]
+    return "; ".join(said) or f"exit {result.returncode}"
+
+
+def check_controller() -> None:
+    """Fail fast when sbatch is missing or slurmctld does not answer (sbatch retries ~MessageTimeout)."""
+    _require_client("sbatch")
+    said = ping_controller()
+    if said is not None:
+        raise SchedulerUnavailable(f"cannot reach the SLURM controller: `scontrol ping` said: {said}\n"
+                                   f"HINT: {_NO_CONTROLLER_HINT}")
+
+
 @functools.lru_cache(maxsize=1)
 def max_array_size() -> int:
-    """MaxArraySize from `scontrol show config` (the largest array index + 1)."""
+    """MaxArraySize from `scontrol show config`: an array may hold indices 0..MaxArraySize-1."""
     text = run_slurm(["scontrol", "show", "config"], timeout=30).stdout
     for line in text.splitlines():
         key, _, value = line.partition("=")
@@ -70,6 +105,38 @@ def max_array_size() -> int:
 
 class _Executor(submitit.SlurmExecutor):
     """submitit's SlurmExecutor whose sbatch call goes through run_slurm (timeout, retries, hints)."""
+
+    @classmethod
+    def affinity(cls) -> int:
+        # submitit refuses to build an executor without `srun` on PATH; a dry run must work anywhere,
+        # and a real submission fails in run_slurm with a clear message instead.
+        return 2
+
+    def _internal_process_submissions(
+            self, delayed_submissions: list[submitit_utils.DelayedSubmission]) -> list[submitit.Job[Any]]:
+        """submitit's array submission, but through this class: submitit's own builds a plain
+        SlurmExecutor, whose sbatch bypasses run_slurm and whose python ignores `python=`."""
+        if len(delayed_submissions) == 1:
+            return super()._internal_process_submissions(delayed_submissions)
+        folder = submitit_utils.JobPaths.get_first_id_independent_folder(self.folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        pickle_paths = []
+        for delayed in delayed_submissions:
+            pickle_path = folder / f"{uuid.uuid4().hex}.pkl"
+            delayed.set_timeout(self.parameters.get("time", 5), self.max_num_timeout)
+            delayed.dump(pickle_path)
+            pickle_paths.append(pickle_path)
+        array = type(self)(self.folder, self.max_num_timeout, python=self.python)
+        array.update_parameters(**self.parameters)
+        array.parameters["map_count"] = len(delayed_submissions)
+        first = array._submit_command(self._submitit_command_str)
+        tasks = list(range(first.num_tasks))
+        jobs: list[submitit.Job[Any]] = [
+            self.job_class(folder=self.folder, job_id=f"{first.job_id}_{index}", tasks=tasks)
+            for index in range(len(delayed_submissions))]
+        for job, pickle_path in zip(jobs, pickle_paths):
+            job.paths.move_temporary_file(pickle_path, "submitted_pickle")
+        return jobs
 
     def _submit_command(self, command: str) -> submitit.Job[Any]:
         folder = submitit_utils.JobPaths.get_first_id_independent_folder(self.folder)
@@ -83,6 +150,14 @@ class _Executor(submitit.SlurmExecutor):
         job.paths.move_temporary_file(path, "submission_file", keep_as_symlink=True)
         self._write_job_id(job.job_id, uid)
         return job
+
+
+def array_task_entry(spec_path: str, run_dir: str) -> int:
+    """What each task of a submitit array runs: the worker, with this task's run directory exported."""
+    from hpc_train.runtime.worker import submitit_entry
+
+    os.environ[_RUN_DIR_VAR] = run_dir
+    return submitit_entry(spec_path, run_dir)
 
 
 def submitit_parameters(spec: JobSpec, context: RenderContext, *, array_parallelism: int | None = None) -> dict[str, Any]:
@@ -144,6 +219,7 @@ class SlurmScheduler(Scheduler):
         return executor
 
     def submit(self, plan: SubmissionPlan) -> str:
+        check_controller()  # before importing the worker (torch): a refusal should come at once
         from hpc_train.runtime.worker import submitit_entry
 
         executor = self._executor(plan, plan.run_dir / "submitit")
@@ -152,28 +228,45 @@ class SlurmScheduler(Scheduler):
 
     def submit_array(self, plans: Sequence[SubmissionPlan], parallel: int | None = None,
                      folder: Path | None = None) -> list[str]:
-        """One `--array=0-N%P` submission per MaxArraySize chunk; ids come back as 'JOB_TASK'."""
-        from hpc_train.runtime.worker import submitit_entry
+        """One `--array=0-N%P` submission per MaxArraySize chunk; ids come back as 'JOB_TASK'.
 
+        The tasks share the first plan's resources and one submitit folder (default: next to the
+        first run directory); each run directory gets a `submitit` link to it, where its logs are.
+        """
         if not plans:
             return []
-        folder = folder or plans[0].run_dir.parent / "submitit"
-        chunk = max(1, max_array_size() - 1) if len(plans) > 1 else 1
+        check_controller()
+        folder = (folder or plans[0].run_dir.parent / "submitit").absolute()
+        chunk = max(1, max_array_size()) if len(plans) > 1 else 1
+        # the set-up exports the first task's run directory; each task sets its own (array_task_entry)
+        setup = [line for line in plans[0].parameters.get("setup", [])
+                 if not line.startswith(f"export {_RUN_DIR_VAR}=")]
         ids: list[str] = []
         for start in range(0, len(plans), chunk):
             part = plans[start:start + chunk]
-            executor = self._executor(part[0], folder, array_parallelism=parallel or len(part))
+            executor = self._executor(part[0], folder, setup=setup, array_parallelism=parallel or len(part))
             with executor.batch():
-                jobs = [executor.submit(submitit_entry, p.context.spec_path, p.context.run_dir) for p in part]
+                jobs = [executor.submit(array_task_entry, p.context.spec_path, p.context.run_dir)
+                        for p in part]
             ids += [str(job.job_id) for job in jobs]
+        for plan in plans:
+            link = plan.run_dir / "submitit"
+            if not link.exists() and not link.is_symlink():
+                plan.run_dir.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(folder, target_is_directory=True)
         return ids
 
     def statuses(self, records: Sequence[JobRecord]) -> dict[str, JobStatus]:
         return slurm_statuses(records)
 
     def cancel(self, record: JobRecord) -> None:
-        if record.scheduler_id:
-            run_slurm(["scancel", record.scheduler_id])
+        self.cancel_many([record])
+
+    def cancel_many(self, records: Sequence[JobRecord]) -> None:
+        """One scancel for all of them (a 1000-task batch is one command, not 1000)."""
+        ids = [record.scheduler_id for record in records if record.scheduler_id]
+        if ids:
+            run_slurm(["scancel", *ids])
 
 
 class SbatchScheduler(SlurmScheduler):
@@ -188,6 +281,7 @@ class SbatchScheduler(SlurmScheduler):
 
     def submit(self, plan: SubmissionPlan) -> str:
         assert plan.script is not None
+        check_controller()
         script_path = Path(plan.argv[-1])
         script_path.parent.mkdir(parents=True, exist_ok=True)
         (plan.run_dir / "logs").mkdir(parents=True, exist_ok=True)
