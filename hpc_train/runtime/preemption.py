@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 import types
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -32,35 +33,59 @@ class PreemptionGuard:
     def __init__(self, signals: Iterable[int] = DEFAULT_SIGNALS) -> None:
         self.signals = tuple(signals)
         self.received: int | None = None
+        self.received_at: float | None = None  # time.time() of the first signal
+        self.seen_at: float | None = None  # when the trainer first polled the flag after it
         self._previous: dict[int, Any] = {}
+        self._ignoring = False
 
     def _handle(self, signum: int, frame: types.FrameType | None) -> None:
-        self.received = signum  # only a flag: the checkpoint happens at the next step boundary
+        # Only a flag and a timestamp: the checkpoint happens at the next step boundary. The first
+        # signal is the one reported (the SIGTERM of the requeue that follows must not replace it).
+        if self.received is None:
+            self.received, self.received_at = signum, time.time()
 
     def install(self) -> PreemptionGuard:
         """Take over the signals (main thread only); installing twice keeps the first handlers."""
-        if self._previous:
+        if self._previous and not self._ignoring:
             return self
         for sig in self.signals:
-            self._previous[sig] = signal.signal(sig, self._handle)
+            previous = signal.signal(sig, self._handle)
+            self._previous.setdefault(sig, previous)
+        self._ignoring = False
         return self
+
+    def ignore(self) -> None:
+        """Ignore the signals from now on: the work is done, and a late notice must not kill the exiting process.
+
+        SLURM's time-limit warning often lands after the last step; at interpreter exit CPython resets
+        Python-level handlers to SIG_DFL (terminate), so without this a finished job can end as FAILED.
+        """
+        for sig in self.signals:
+            previous = signal.signal(sig, signal.SIG_IGN)
+            self._previous.setdefault(sig, previous)
+        self._ignoring = True
 
     def uninstall(self) -> None:
         """Give the signals back to their previous handlers."""
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+        self._ignoring = False
 
     @property
     def installed(self) -> bool:
-        return bool(self._previous)
+        return bool(self._previous) and not self._ignoring
 
     def reset(self) -> None:
         """Forget a received signal (after it was acted on)."""
-        self.received = None
+        self.received = self.received_at = self.seen_at = None
 
     def __call__(self) -> bool:
-        return self.received is not None
+        if self.received is None:
+            return False
+        if self.seen_at is None:
+            self.seen_at = time.time()
+        return True
 
     @property
     def signal_name(self) -> str | None:

@@ -63,10 +63,12 @@ def train_torch(spec: JobSpec, data: Dataset, run_dir: RunDirectory, env: Cluste
     val_set = TensorDataset(torch.from_numpy(data.x_val), torch.from_numpy(data.y_val))
     train_loader = DataLoader(train_set, batch_size=spec.data.batch_size, shuffle=True)
     val_loader = DataLoader(val_set, batch_size=max(256, spec.data.batch_size))
-    store = HDF5CheckpointStore(checkpoint_dir(spec, run_dir), keep_last=spec.checkpoint.keep_last) \
+    store = HDF5CheckpointStore(checkpoint_dir(spec, run_dir), keep_last=spec.checkpoint.keep_last,
+                                rank=env.global_rank) \
         if spec.checkpoint.auto_resume or spec.checkpoint.dir else None
     epochs = spec.training.epochs
-    progress = _ProgressWriter(run_dir, epochs, is_main=env.global_rank == 0)
+    progress = _ProgressWriter(run_dir, epochs, is_main=env.global_rank == 0,
+                               tensorboard=spec.training.tensorboard)
     early = spec.training.early_stopping.model_dump() if spec.training.early_stopping else None
     strategy = STRATEGY_ALIASES[spec.distributed.strategy]
     backend = spec.distributed.backend if spec.distributed.backend != "auto" else (
@@ -83,7 +85,7 @@ def train_torch(spec: JobSpec, data: Dataset, run_dir: RunDirectory, env: Cluste
             history = trainer.train(model, train_loader, epochs, checkpoint_interval=spec.checkpoint.interval,
                                     val_loader=val_loader)
             if trainer.preempted:
-                return _preempted(spec, run_dir, trainer.is_main, guard.signal_name or "signal")
+                return _preempted(spec, run_dir, trainer.is_main, guard)
             digests = trainer.comm.all_gather_object(trainer.param_digest())
         finally:
             trainer.close()
@@ -114,13 +116,20 @@ def _evaluate(model: nn.Module, data: Dataset) -> dict[str, Any]:
     return classification_metrics(data.y_val, proba.argmax(axis=1), proba, data.n_classes)
 
 
-def _preempted(spec: JobSpec, run_dir: RunDirectory, is_main: bool, signal_name: str) -> dict[str, Any]:
-    """After the preemption checkpoint: record it, ask SLURM to requeue (rank 0), and leave cleanly."""
+def _preempted(spec: JobSpec, run_dir: RunDirectory, is_main: bool, guard: PreemptionGuard) -> dict[str, Any]:
+    """After the preemption checkpoint: record it, ask SLURM to requeue (rank 0), and leave cleanly.
+
+    status.json gets the timeline on rank 0: signal_at (handler ran), stop_seen_at (flag polled at a step
+    boundary), checkpointed_at (checkpoint on disk, all ranks past it), preempted_at (requeue answered).
+    """
     if not is_main:
         return {"preempted": True}
+    signal_name = guard.signal_name or "signal"
+    checkpointed_at = time.time()
     requeued = spec.preemption.requeue and request_requeue(spec.preemption.max_requeues)
     status = JobStatus.REQUEUED if requeued else JobStatus.PREEMPTED
-    run_dir.write_status(status, preempted_by=signal_name, restarts=restart_count(), preempted_at=time.time())
+    run_dir.write_status(status, preempted_by=signal_name, restarts=restart_count(), signal_at=guard.received_at,
+                         stop_seen_at=guard.seen_at, checkpointed_at=checkpointed_at, preempted_at=time.time())
     log.warning("preempted by %s: checkpoint written, %s", signal_name,
                 "job requeued" if requeued else "rerun the same command to resume")
     return {"preempted": True, "requeued": requeued}
@@ -129,8 +138,13 @@ def _preempted(spec: JobSpec, run_dir: RunDirectory, is_main: bool, signal_name:
 class _ProgressWriter:
     """on_epoch_end hook: metrics.jsonl and progress.json with the measured step rate."""
 
-    def __init__(self, run_dir: RunDirectory, epochs: int, *, is_main: bool) -> None:
+    def __init__(self, run_dir: RunDirectory, epochs: int, *, is_main: bool, tensorboard: bool = False) -> None:
         self.run_dir, self.epochs, self.is_main = run_dir, epochs, is_main
+        self.tensorboard: Any = None
+        if tensorboard and is_main:
+            from hpc_train.monitor.tensorboard import TensorBoardWriter
+
+            self.tensorboard = TensorBoardWriter(run_dir.path)
         self.started = time.time()
         self.first_step: int | None = None
 
@@ -138,6 +152,8 @@ class _ProgressWriter:
         if not self.is_main:
             return
         self.run_dir.append_metrics(record)
+        if self.tensorboard is not None:
+            self.tensorboard.log_epoch(record)
         epoch, step = int(record["epoch"]), int(record["step"])
         steps_per_epoch = max(1, math.ceil(step / max(epoch, 1)))
         duration = float(record.get("duration") or 0.0)

@@ -1,0 +1,137 @@
+"""torch DistributedDataParallel over gloo (CPU), nccl (CUDA) or mpi (when torch was built with it)."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
+from datetime import timedelta
+from typing import Any, cast
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from hpc_train.errors import UserError
+from hpc_train.runtime.comm.base import CommBackend, ReduceOp, load_optimizer_state
+from hpc_train.runtime.environments import ClusterEnvironment
+
+log = logging.getLogger(__name__)
+
+_REDUCE_OPS = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}
+
+
+class DDPBackend(CommBackend):
+    """Gradient averaging by DDP's bucketed allreduce; `no_sync` while gradients accumulate."""
+
+    name = "ddp"
+
+    def __init__(
+        self,
+        env: ClusterEnvironment,
+        *,
+        backend: str,
+        device: torch.device,
+        main_address: str | None = None,
+        main_port: int | None = None,
+        timeout: timedelta = timedelta(minutes=10),
+    ) -> None:
+        self.env = env
+        self.device = device
+        self.backend = resolve_process_group_backend(backend, device)
+        self.main_address = main_address or env.main_address
+        self.main_port = main_port or env.main_port
+        self.timeout = timeout
+        self._owns_group = False
+
+    @property
+    def rank(self) -> int:
+        return self.env.global_rank
+
+    @property
+    def world_size(self) -> int:
+        return self.env.world_size
+
+    def setup(self) -> None:
+        """init_process_group by TCP rendezvous at the environment's main address, unless already done."""
+        if dist.is_initialized():
+            if dist.get_world_size() != self.world_size or dist.get_rank() != self.rank:
+                raise UserError(f"a process group already exists with rank {dist.get_rank()} of "
+                                f"{dist.get_world_size()}, but the environment says {self.rank} of {self.world_size}")
+            return
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        init_method = f"tcp://{self.main_address}:{self.main_port}"
+        log.debug("init_process_group(%s, %s, rank=%d, world=%d)", self.backend, init_method, self.rank,
+                  self.world_size)
+        dist.init_process_group(self.backend, init_method=init_method, rank=self.rank,
+                                world_size=self.world_size, timeout=self.timeout)
+        self._owns_group = True
+        # A gloo group still alive at interpreter exit can abort the process ("terminate called
+        # without an active exception") after training succeeded.
+        atexit.register(self.close)
+
+    def prepare(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        optimizer_state: Mapping[str, Any] | None,
+        compression: str,
+        accumulation_steps: int,
+    ) -> tuple[nn.Module, torch.optim.Optimizer]:
+        """Wrap in DDP (which broadcasts rank 0's parameters); fp16 compression as a comm hook."""
+        load_optimizer_state(optimizer, optimizer_state)
+        device_ids = [self.device] if self.device.type == "cuda" else None
+        ddp = DistributedDataParallel(model, device_ids=device_ids)
+        if compression == "fp16":
+            from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import fp16_compress_hook
+
+            ddp.register_comm_hook(state=None, hook=fp16_compress_hook)
+        return ddp, optimizer
+
+    def sync_gradients(self, model: nn.Module, sync: bool) -> AbstractContextManager[Any]:
+        """DDP's no_sync() on micro-steps inside an accumulation window."""
+        if sync or not isinstance(model, DistributedDataParallel):
+            return nullcontext()
+        return model.no_sync()
+
+    def unwrap(self, model: nn.Module) -> nn.Module:
+        """The module inside DDP."""
+        return cast(nn.Module, model.module) if isinstance(model, DistributedDataParallel) else model
+
+    def all_reduce(self, tensor: torch.Tensor, op: ReduceOp = "sum") -> torch.Tensor:
+        """dist.all_reduce on a copy placed where the backend wants it."""
+        work = tensor.to(self.device) if self.backend == "nccl" else tensor.clone()
+        dist.all_reduce(work, op=_REDUCE_OPS[op])
+        return work.to(tensor.device)
+
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        """dist.all_gather_object."""
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self) -> None:
+        """dist.barrier."""
+        dist.barrier()
+
+    def close(self) -> None:
+        """Destroy the process group if this backend created it."""
+        if self._owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+        self._owns_group = False
+
+
+def resolve_process_group_backend(backend: str, device: torch.device) -> str:
+    """The torch.distributed backend to use for the requested one on this device."""
+    if backend == "mpi" and not dist.is_mpi_available():
+        raise UserError("backend 'mpi' needs a torch built with MPI support, and this torch "
+                        f"({torch.__version__}) was not\nHINT: use backend 'gloo' (CPU) or 'nccl' (GPU), or "
+                        "strategy 'horovod', which allreduces over MPI")
+    if backend == "nccl" and device.type != "cuda":
+        log.warning("backend 'nccl' needs CUDA devices; this process runs on %s, so gloo is used", device)
+        return "gloo"
+    return backend

@@ -1,0 +1,327 @@
+"""DistributedTrainer: data-parallel training inside a job, with exact resume from checkpoints."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from hpc_train.checkpoint import CheckpointStore
+from hpc_train.errors import UserError
+from hpc_train.runtime.activation_checkpointing import enable_gradient_checkpointing
+from hpc_train.runtime.comm import COMPRESSIONS, CommBackend, DDPBackend, HorovodBackend, LocalBackend
+from hpc_train.runtime.early_stopping import EarlyStopping
+from hpc_train.runtime.environments import ClusterEnvironment, detect_environment
+from hpc_train.runtime.loop import EpochTotals, TrainingLoop
+from hpc_train.runtime.state import final_param_digest
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("gloo", "nccl", "mpi")
+OptimizerFactory = Callable[[Iterable[nn.Parameter], float], torch.optim.Optimizer]
+OPTIMIZERS: dict[str, OptimizerFactory] = {
+    "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
+    "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9),
+}
+
+
+def _ddp(trainer: DistributedTrainer) -> CommBackend:
+    address, port = trainer.master if trainer.master else (None, None)
+    return DDPBackend(trainer.env, backend=trainer.backend, device=trainer.device, main_address=address,
+                      main_port=port)
+
+
+def _horovod(trainer: DistributedTrainer) -> CommBackend:
+    return HorovodBackend(trainer.env, device=trainer.device)
+
+
+# strategy name -> communication backend for a world of more than one rank
+STRATEGIES: dict[str, Callable[[DistributedTrainer], CommBackend]] = {
+    "ddp": _ddp,
+    "data_parallel": _ddp,  # single-node DDP; checked after the group is up
+    "horovod": _horovod,
+}
+
+
+class DistributedTrainer:
+    """Data-parallel trainer: DDP or Horovod across ranks, a plain loop in a single process.
+
+    The rank and world come from the detected ClusterEnvironment (torchrun, SLURM step, mpirun or
+    none); the process group is joined here. `backend` picks torch.distributed's transport for DDP
+    (Horovod takes MPI or NCCL from how it was built and launched). `should_stop()` is polled at
+    every optimizer step and agreed by all ranks; when true the trainer checkpoints and returns with
+    `preempted` set. `on_epoch_end(record)` runs on rank 0 only. With a `checkpoint_store`, train()
+    resumes from its latest checkpoint, bit for bit when the thread count and world size match.
+    """
+
+    def __init__(
+        self,
+        backend: str = "gloo",
+        strategy: str = "ddp",
+        num_gpus: int = 0,
+        nodes: Sequence[Mapping[str, Any]] | None = None,
+        master: str | None = None,
+        accumulation_steps: int = 1,
+        mixed_precision: bool = False,
+        gradient_checkpointing: bool = False,
+        compression: str = "none",
+        learning_rate: float = 1e-3,
+        optimizer: str | OptimizerFactory = "adam",
+        seed: int = 0,
+        early_stopping: Mapping[str, Any] | None = None,
+        checkpoint_store: CheckpointStore | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+        *,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        environment: ClusterEnvironment | None = None,
+    ) -> None:
+        _choice("backend", backend, BACKENDS)
+        _choice("strategy", strategy, tuple(STRATEGIES))
+        _choice("compression", compression, COMPRESSIONS)
+        if isinstance(optimizer, str):
+            _choice("optimizer", optimizer, tuple(OPTIMIZERS))
+        if accumulation_steps < 1:
+            raise UserError(f"accumulation_steps must be at least 1, got {accumulation_steps}")
+        if learning_rate <= 0:
+            raise UserError(f"learning_rate must be positive, got {learning_rate}")
+        self.backend, self.strategy, self.compression = backend, strategy, compression
+        self.accumulation_steps = int(accumulation_steps)
+        self.mixed_precision, self.gradient_checkpointing = bool(mixed_precision), bool(gradient_checkpointing)
+        self.learning_rate, self.optimizer_factory = float(learning_rate), optimizer
+        self.seed = int(seed)
+        self.early_stopping_config = dict(early_stopping) if early_stopping else None
+        if self.early_stopping_config:
+            EarlyStopping.from_config(self.early_stopping_config)  # reject bad settings now
+        self.checkpoint_store, self.should_stop, self.on_epoch_end = checkpoint_store, should_stop, on_epoch_end
+        self.loss_fn = loss_fn or nn.functional.cross_entropy
+        self.nodes = _check_nodes(nodes)
+        self.master = _parse_master(master)
+        self.env = environment or detect_environment()
+        self.device = _pick_device(num_gpus, self.env, self.nodes)
+        self.comm: CommBackend = LocalBackend() if self.env.world_size == 1 else STRATEGIES[strategy](self)
+        self.comm.setup()
+        self._check_topology()
+        self.history: list[dict[str, Any]] = []
+        self.preempted = False
+        self._loop: TrainingLoop | None = None
+
+    # -- who am I ---------------------------------------------------------------------------------
+
+    @property
+    def rank(self) -> int:
+        """Global rank of this process."""
+        return self.comm.rank
+
+    @property
+    def world_size(self) -> int:
+        """Number of ranks training together."""
+        return self.comm.world_size
+
+    @property
+    def is_main(self) -> bool:
+        """True on rank 0, the only rank that writes files."""
+        return self.rank == 0
+
+    # -- training ---------------------------------------------------------------------------------
+
+    def train(
+        self,
+        model: nn.Module,
+        train_loader: DataLoader[Any],
+        epochs: int,
+        checkpoint_interval: int | None = None,
+        val_loader: DataLoader[Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Train for `epochs` (resuming from the store's latest checkpoint); returns per-epoch records."""
+        if epochs < 0:
+            raise UserError(f"epochs must be non-negative, got {epochs}")
+        if checkpoint_interval is not None and checkpoint_interval < 1:
+            raise UserError(f"checkpoint_interval must be at least 1, got {checkpoint_interval}")
+        if self.early_stopping_config and self.early_stopping_config.get("metric", "val_loss").startswith("val_") \
+                and val_loader is None:
+            raise UserError("early_stopping watches a validation metric but train() got no val_loader\n"
+                            "HINT: pass val_loader, or set early_stopping.metric to 'loss'")
+        self.preempted = False
+        model = model.to(self.device)
+        undo = enable_gradient_checkpointing(model) if self.gradient_checkpointing else None
+        loop: TrainingLoop | None = None
+        try:
+            loop = self._build_loop(model, train_loader, val_loader)
+            self._loop = loop
+            return self._run(loop, epochs, checkpoint_interval)
+        finally:
+            if undo is not None:
+                undo()
+            if loop is not None and self.world_size > 1:
+                # DDP's reducer keeps the process group and comm-hook futures (Python callbacks)
+                # alive; if that lasts into interpreter shutdown, gloo can abort a finished run.
+                loop.release()
+                gc.collect()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Full training state (collective: call on every rank); per-rank parts under state["ranks"]."""
+        if self._loop is None:
+            raise UserError("state_dict() is available once train() has started")
+        return self._loop.state_dict()
+
+    def param_digest(self) -> str:
+        """final_param_digest of the model being trained."""
+        if self._loop is None:
+            raise UserError("param_digest() is available once train() has started")
+        return final_param_digest(self._loop.raw_model)
+
+    def close(self) -> None:
+        """Leave the process group this trainer created."""
+        self.comm.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _build_loop(self, model: nn.Module, train_loader: DataLoader[Any],
+                    val_loader: DataLoader[Any] | None) -> TrainingLoop:
+        factory = self.optimizer_factory
+        make = OPTIMIZERS[factory] if isinstance(factory, str) else factory
+        optimizer = make(model.parameters(), self.learning_rate)
+        early = EarlyStopping.from_config(self.early_stopping_config) if self.early_stopping_config else None
+        checkpoint = self.checkpoint_store.load() if self.checkpoint_store is not None else None
+        loop = TrainingLoop(
+            comm=self.comm, model=model, optimizer=optimizer, device=self.device, loss_fn=self.loss_fn,
+            train_loader=train_loader, val_loader=val_loader, seed=self.seed, early_stopping=early,
+            accumulation_steps=self.accumulation_steps, mixed_precision=self.mixed_precision,
+            compression=self.compression, should_stop=self.should_stop, meta=self._meta(),
+            resume=checkpoint.state if checkpoint is not None else None,
+        )
+        if checkpoint is not None:
+            log.info("rank %d: resumed from checkpoint at step %d (epoch %d, batch %d)", self.rank,
+                     checkpoint.step, loop.progress.epoch, loop.progress.batch)
+        self.history = loop.history
+        return loop
+
+    def _run(self, loop: TrainingLoop, epochs: int, checkpoint_interval: int | None) -> list[dict[str, Any]]:
+        ran = False
+        while loop.progress.epoch < epochs and not loop.progress.stopped_early:
+            ran = True
+            started = time.perf_counter()
+            totals = loop.run_epoch()
+            if totals is None:  # should_stop() fired on some rank: all ranks save and leave
+                self._save(loop, "preempted")
+                self.preempted = True
+                return self.history
+            record = self._finish_epoch(loop, totals, time.perf_counter() - started)
+            if self.is_main and self.on_epoch_end is not None:
+                self.on_epoch_end(record)
+            done = loop.progress.stopped_early or loop.progress.epoch >= epochs
+            if checkpoint_interval and loop.progress.epoch % checkpoint_interval == 0 and not done:
+                self._save(loop, "interval")
+        if ran:
+            self._save(loop, "final")
+        return self.history
+
+    def _finish_epoch(self, loop: TrainingLoop, totals: EpochTotals, train_seconds: float) -> dict[str, Any]:
+        started = time.perf_counter()
+        val = loop.evaluate()
+        # One collective for every number the epoch reports: the same record on every rank.
+        summed = self.comm.all_reduce(torch.cat([totals.as_tensor(), val.as_tensor()])).tolist()
+        train, evaluated = EpochTotals.from_list(summed[:4]), EpochTotals.from_list(summed[4:])
+        duration = train_seconds + time.perf_counter() - started
+        record: dict[str, Any] = {
+            "epoch": loop.progress.epoch + 1,
+            "step": loop.progress.step,
+            "loss": train.mean_loss,
+            "accuracy": train.accuracy,
+            "val_loss": evaluated.mean_loss,
+            "val_accuracy": evaluated.accuracy,
+            "lr": float(loop.optimizer.param_groups[0]["lr"]),
+            "samples_per_s": (train.count - loop.samples_before * self.world_size) / train_seconds
+            if train_seconds > 0 else None,
+            "duration": duration,
+        }
+        stop = loop.early_stopping.update(record) if loop.early_stopping is not None else False
+        loop.history.append(record)
+        loop.end_epoch(stopped_early=self.comm.any_true(stop))
+        return record
+
+    def _save(self, loop: TrainingLoop, reason: str) -> None:
+        if self.checkpoint_store is None:
+            return
+        state = loop.state_dict()  # collective
+        if self.is_main:
+            meta = {**self._meta(), "reason": reason, "epoch": loop.progress.epoch, "batch": loop.progress.batch}
+            path = self.checkpoint_store.save(state, step=loop.progress.step, meta=meta)
+            log.info("checkpoint (%s) at step %d: %s", reason, loop.progress.step, path)
+        self.comm.barrier()
+
+    def _meta(self) -> dict[str, Any]:
+        return {"strategy": self.strategy, "backend": self.backend, "world_size": self.world_size,
+                "num_threads": torch.get_num_threads(), "seed": self.seed,
+                "accumulation_steps": self.accumulation_steps, "environment": self.env.name}
+
+    def _check_topology(self) -> None:
+        if self.world_size == 1:
+            return
+        if self.strategy == "data_parallel":
+            multi_node = self.comm.all_reduce(torch.tensor([self.env.node_rank]), "max").item() > 0
+            if multi_node:
+                raise UserError("strategy 'data_parallel' runs on one node, but this job spans several\n"
+                                "HINT: use strategy 'ddp' or 'horovod' for multi-node training")
+        if self.nodes is not None:
+            expected = sum(max(1, len(node.get("gpus", []))) for node in self.nodes)
+            if expected != self.world_size:
+                raise UserError(f"nodes describe {expected} ranks but {self.world_size} were launched\n"
+                                "HINT: launch one task per listed GPU (srun --ntasks-per-node / mpirun -np)")
+
+
+def _choice(what: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise UserError(f"{what} {value!r} is not one of: {', '.join(allowed)}")
+
+
+def _parse_master(master: str | None) -> tuple[str, int] | None:
+    if master is None:
+        return None
+    host, sep, port = master.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise UserError(f"master {master!r} must look like host:port, e.g. worker1:29500")
+    return host, int(port)
+
+
+def _check_nodes(nodes: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]] | None:
+    if nodes is None:
+        return None
+    checked = []
+    for i, node in enumerate(nodes):
+        if not isinstance(node, Mapping) or "host" not in node:
+            raise UserError(f"nodes[{i}] must be a mapping with a 'host' (and optional 'gpus' list), got {node!r}")
+        gpus = node.get("gpus", [])
+        if not isinstance(gpus, (list, tuple)) or not all(isinstance(g, int) for g in gpus):
+            raise UserError(f"nodes[{i}].gpus must be a list of GPU indices, got {gpus!r}")
+        checked.append({"host": str(node["host"]), "gpus": list(gpus)})
+    return checked
+
+
+def _pick_device(num_gpus: int, env: ClusterEnvironment, nodes: list[dict[str, Any]] | None) -> torch.device:
+    wants_gpu = num_gpus > 0 or any(node["gpus"] for node in nodes or [])
+    if not wants_gpu:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        log.warning("GPUs requested but CUDA is not available here; training on CPU")
+        return torch.device("cpu")
+    gpus = nodes[env.node_rank]["gpus"] if nodes and env.node_rank < len(nodes) else []
+    gpus = gpus or list(range(torch.cuda.device_count()))
+    return torch.device("cuda", gpus[env.local_rank % len(gpus)])
+
