@@ -110,7 +110,7 @@ def combined_status(statuses: Sequence[JobStatus]) -> JobStatus:
     """The status of a batch, sweep or pipeline from its tasks' statuses."""
     if any(not s.is_terminal for s in statuses):
         return JobStatus.PENDING if all(s == JobStatus.PENDING for s in statuses) else JobStatus.RUNNING
-    for status in (JobStatus.FAILED, JobStatus.TIMEOUT, JobStatus.CANCELLED):
+    for status in (JobStatus.FAILED, JobStatus.TIMEOUT, JobStatus.PREEMPTED, JobStatus.CANCELLED):
         if status in statuses:
             return status
     return JobStatus.COMPLETED

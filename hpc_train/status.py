@@ -27,11 +27,13 @@ class JobStatus(str, Enum):
         return self.value
 
 
+# PREEMPTED is terminal: a preempted job that will come back shows REQUEUED/PENDING instead
+# (SLURM with --requeue, or hpc-train's own requeue); one that stays PREEMPTED was not requeued.
 _TERMINAL = frozenset(
-    {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.TIMEOUT}
+    {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.TIMEOUT, JobStatus.PREEMPTED}
 )
 
-# sacct/squeue state names -> JobStatus. PREEMPTED is not terminal: with --requeue the job comes back.
+# sacct/squeue state names -> JobStatus.
 SLURM_STATES: dict[str, JobStatus] = {
     "PENDING": JobStatus.PENDING,
     "CONFIGURING": JobStatus.PENDING,

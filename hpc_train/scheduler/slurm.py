@@ -297,4 +297,17 @@ def slurm_statuses(records: Sequence[JobRecord]) -> dict[str, JobStatus]:
     """Status of many SLURM jobs from ONE sacct call; jobs not yet in accounting count as pending."""
     by_sched = {r.scheduler_id: r for r in records if r.scheduler_id}
     states = query_states(by_sched)
-    return {record.id: states.get(sched_id, JobStatus.PENDING) for sched_id, record in by_sched.items()}
+    result = {record.id: states.get(sched_id, JobStatus.PENDING) for sched_id, record in by_sched.items()}
+    for sched_id, record in by_sched.items():
+        # A job that checkpointed on preemption but was not requeued (max_requeues) exits non-zero on
+        # purpose; its own status.json says what happened.
+        if result[record.id] == JobStatus.FAILED and _own_status(record) == JobStatus.PREEMPTED.value:
+            result[record.id] = JobStatus.PREEMPTED
+    return result
+
+
+def _own_status(record: JobRecord) -> str | None:
+    from hpc_train.rundir import RunDirectory
+
+    own = RunDirectory(record.run_dir).status_record() or {}
+    return own.get("status")

@@ -1,0 +1,339 @@
+"""Preemption on the real local SLURM cluster: USR1 -> checkpoint at the next step -> `scontrol requeue`
+-> restart -> resume, bit for bit.
+
+Every job is a 2-rank job on one node (tasks_per_node 2, one CPU and one thread per rank) training
+configs/mlp.yaml's MLP, widened to 512x512 with batch 16 (45 steps an epoch per rank) so signals land
+mid-training. Its final parameter digests must equal those of an uninterrupted run of the same spec and
+seed; metrics.jsonl must hold each epoch exactly once; the preemption checkpoints must exist and at
+least one must lie inside an epoch (the resumed run then continued at that batch).
+
+- submitit (`--executor slurm`): `scancel --signal=USR1 JOB` signals the job steps (the ranks);
+- rendered script (`--sbatch`): `scancel --signal=USR1 --batch JOB` signals the batch shell, whose trap
+  forwards the signal to the srun step;
+- the time limit: resources.time 1 minute. slurmctld sends the `--signal=USR1@G` warning at the first
+  of its 30-second time-limit checks at or after T - G - 30 s (up to 30 s early, never late: measured
+  here), so G=5 puts it 25-55 s into each run and the kill one check (30 s) or more later, while a
+  larger G would let it land during start-up. The job trains for longer than 55 s (a sleeping twin of
+  the MLP with the same arithmetic, tests/slurm/preemption_models.py) and is requeued until it is done;
+- preemption.max_requeues 0: checkpoint, status "preempted", no requeue.
+
+The seven jobs are submitted together by one module fixture (the time-limit job, the longest, first)
+and driven from threads, so the runs with and without preemption share the two nodes instead of
+waiting for each other. Each test then asserts on its own jobs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import random
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import PYTHON, REPO, SlurmCluster, require
+
+from hpc_train.checkpoint import HDF5CheckpointStore
+
+pytestmark = pytest.mark.slurm
+
+HPC_TRAIN = str(Path(PYTHON).parent / "hpc-train")
+MLP_SPEC = REPO / "configs" / "mlp.yaml"
+EPOCHS = 20
+STEPS_PER_EPOCH = 45  # ceil(ceil(1437 training samples / 2 ranks) / batch 16)
+TRAINING = [f"training.epochs={EPOCHS}", "training.early_stopping=null", "model.hidden_sizes=[512,512]",
+            "data.batch_size=16", "resources.tasks_per_node=2", "resources.cpus_per_task=1",
+            "resources.memory=2GB", "resources.time=00:10:00", "checkpoint.interval=5",
+            "checkpoint.keep_last=100"]  # keep every checkpoint: the test reads the preemption ones
+SLEEPY_MLP = ["model.type=preemption_models:sleepy_mlp",
+              'model.hyperparameters={"hidden_sizes": [512, 512], "dropout": 0.1, "step_delay": 0.05}',
+              f"resources.env.PYTHONPATH={Path(__file__).resolve().parent}"]
+TIME_LIMIT = ["resources.time=00:01:00", "preemption.grace_seconds=5"]
+# Four or more ranks share this machine's two cores: MPI ranks that busy-poll in their waits starve each
+# other (Horovod jobs ran 3x slower); yielding keeps them close to DDP's speed. No effect on the numbers.
+HOROVOD = ["distributed.strategy=horovod", "resources.env.OMPI_MCA_mpi_yield_when_idle='1'"]
+DEADLINE_S = 420  # for one job's whole life, pending time included
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
+
+
+def clean_env() -> dict[str, str]:
+    """This environment without SLURM_* job variables (SLURM_CONF kept)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") or k == "SLURM_CONF"}
+
+
+def command(argv: Sequence[str | Path], timeout: float = 60) -> str:
+    proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=timeout,
+                          env=clean_env(), check=False)
+    assert proc.returncode == 0, f"`{' '.join(map(str, argv))}` exited {proc.returncode}:\n{proc.stdout}{proc.stderr}"
+    return proc.stdout
+
+
+@dataclass
+class Job:
+    """One submitted job and what its driver saw."""
+
+    label: str
+    home: Path
+    id: str
+    scheduler_id: str
+    run_dir: Path
+    signals_sent: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def hpc_train(self, *args: str) -> str:
+        return command([HPC_TRAIN, "--home", self.home, *args])
+
+
+class Campaign:
+    """The module's jobs: submitted in order, then each driven by its own thread until it ends."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.jobs: dict[str, Job] = {}
+        self.stop = threading.Event()
+
+    def submit(self, label: str, *args: str, overrides: Sequence[str] = ()) -> Job:
+        home = self.root / label
+        sets = [word for item in [*TRAINING, *overrides, f"output_dir={home / 'runs'}", f"name=pre-{label}"]
+                for word in ("--set", item)]
+        out = command([HPC_TRAIN, "--home", home, "submit", MLP_SPEC, *sets, *args])
+        job_id = out.split()[-1]
+        summary = json.loads(command([HPC_TRAIN, "--home", home, "status", job_id, "--json"]))
+        job = Job(label, home, job_id, summary["scheduler_id"], Path(summary["run_dir"]))
+        self.jobs[label] = job
+        return job
+
+    def wait_until(self, condition: Callable[[], bool], what: Callable[[], str], timeout: float = DEADLINE_S) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if self.stop.is_set():
+                raise RuntimeError(f"stopped while waiting for {what()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what()}")
+            time.sleep(0.2)
+
+    def preempt(self, job: Job, *, epochs_done: int, batch_shell: bool = False, mid_epoch: bool = False,
+                requeued: bool = True) -> None:
+        """Once the job runs and metrics.jsonl has `epochs_done` lines, send USR1 and wait for the requeue."""
+        before = requeues(job)
+        self.wait_until(lambda: squeue_state(job) == "RUNNING" and epoch_lines(job) >= epochs_done,
+                        lambda: f"{job.label} to run with {epochs_done} epochs done "
+                                f"(now {squeue_state(job)}, {epoch_lines(job)} epochs)")
+        if mid_epoch:  # an epoch takes 0.3-1 s here
+            time.sleep(random.uniform(0.05, 0.25))
+        command(["scancel", "--signal=USR1", *(["--batch"] if batch_shell else []), job.scheduler_id])
+        job.signals_sent += 1
+        job.notes.append(f"USR1 #{job.signals_sent} after {epoch_lines(job)} epochs")
+        if requeued:
+            self.wait_until(lambda: requeues(job) > before, lambda: f"{job.label} to be requeued: {history(job)}")
+
+    def finish(self, job: Job) -> Outcome:
+        """Wait until the job's latest run has ended; gather what the tests check."""
+        self.wait_until(lambda: bool(history(job)) and history(job)[-1] in TERMINAL and squeue_state(job) == "",
+                        lambda: f"{job.label} to end: {history(job)}")
+        results_path = job.run_dir / "results.json"
+        return Outcome(job=job, history=history(job),
+                       status=json.loads(job.hpc_train("status", job.id, "--json")),
+                       run_status=json.loads((job.run_dir / "status.json").read_text()),
+                       results=json.loads(job.hpc_train("results", job.id, "--json"))
+                       if results_path.exists() else None,
+                       epochs=[json.loads(line)["epoch"] for line in metrics(job)],
+                       preemption_checkpoints=preemption_checkpoints(job.run_dir / "checkpoints"))
+
+
+@dataclass
+class Outcome:
+    job: Job
+    history: list[str]  # sacct -D states of each run, oldest first
+    status: dict[str, Any]  # `hpc-train status --json`
+    run_status: dict[str, Any]  # the run directory's status.json
+    results: dict[str, Any] | None  # `hpc-train results --json`
+    epochs: list[int]  # the epoch of each metrics.jsonl line
+    preemption_checkpoints: list[dict[str, Any]]  # meta of each checkpoint written on preemption
+
+    def describe(self) -> str:
+        return (f"{self.job.label} (job {self.job.scheduler_id}): sacct {self.history}, status.json "
+                f"{self.run_status.get('status')}, {self.job.notes}, logs in {self.job.run_dir}")
+
+
+def squeue_state(job: Job) -> str:
+    """RUNNING, PENDING, ... while SLURM holds the job; '' once it has ended."""
+    return command(["squeue", "-h", "-o", "%T", "-j", job.scheduler_id]).strip()
+
+
+def history(job: Job) -> list[str]:
+    """The state of every run of the job (sacct -D keeps the requeued ones), oldest first."""
+    out = command(["sacct", "-D", "-X", "-n", "-P", "-o", "State", "-j", job.scheduler_id])
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def requeues(job: Job) -> int:
+    return history(job).count("REQUEUED")
+
+
+def metrics(job: Job) -> list[str]:
+    path = job.run_dir / "metrics.jsonl"
+    return [line for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def epoch_lines(job: Job) -> int:
+    return len(metrics(job))
+
+
+def preemption_checkpoints(directory: Path) -> list[dict[str, Any]]:
+    store = HDF5CheckpointStore(directory, keep_last=None)
+    metas = []
+    for path in store.list():
+        checkpoint = store.load(path)
+        assert checkpoint is not None
+        if checkpoint.meta.get("reason") == "preempted":
+            metas.append({**checkpoint.meta, "step": checkpoint.step})
+    return metas
+
+
+def digests(outcome: Outcome) -> list[str]:
+    assert outcome.results is not None, f"no results: {outcome.describe()}"
+    return list(outcome.results["param_digests"])
+
+
+# -- the jobs and their drivers ------------------------------------------------------------------
+
+
+def drive_twice_preempted(campaign: Campaign, job: Job) -> Outcome:
+    """USR1 just after epoch 1, then again part-way through an epoch a few epochs after the restart."""
+    campaign.preempt(job, epochs_done=1)
+    campaign.preempt(job, epochs_done=epoch_lines(job) + 3, mid_epoch=True)
+    return campaign.finish(job)
+
+
+def drive_batch_shell_preempted(campaign: Campaign, job: Job) -> Outcome:
+    campaign.preempt(job, epochs_done=2, batch_shell=True, mid_epoch=True)
+    return campaign.finish(job)
+
+
+def drive_not_requeued(campaign: Campaign, job: Job) -> Outcome:
+    campaign.preempt(job, epochs_done=1, mid_epoch=True, requeued=False)
+    return campaign.finish(job)
+
+
+def submit_and_drive(camp: Campaign, label: str, args: Sequence[str], overrides: Sequence[str],
+                     drive: Callable[[Campaign, Job], Outcome]) -> Outcome:
+    return drive(camp, camp.submit(label, *args, overrides=overrides))
+
+
+@pytest.fixture(scope="module")
+def campaign(slurm_cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[dict[str, Future[Outcome]]]:
+    """Submit every job of the module and drive each from its own thread; {label: its outcome}."""
+    horovod = importlib.util.find_spec("horovod") is not None and importlib.util.find_spec("horovod.torch") is not None
+    plan: list[tuple[str, list[str], list[str], Callable[[Campaign, Job], Outcome]]] = [
+        ("ddp-time-limit", ["--executor", "slurm"], [*SLEEPY_MLP, *TIME_LIMIT], Campaign.finish),
+        ("ddp-twice", ["--executor", "slurm"], [], drive_twice_preempted),
+        ("ddp-reference", ["--executor", "slurm"], [], Campaign.finish),
+    ]
+    if horovod:
+        plan += [("horovod-twice", ["--executor", "slurm"], HOROVOD, drive_twice_preempted),
+                 ("horovod-reference", ["--executor", "slurm"], HOROVOD, Campaign.finish)]
+    plan += [("ddp-sbatch", ["--sbatch"], [], drive_batch_shell_preempted),
+             ("ddp-no-requeue", ["--executor", "slurm"], ["preemption.max_requeues=0"], drive_not_requeued)]
+    camp = Campaign(tmp_path_factory.mktemp("preemption"))
+    pool = ThreadPoolExecutor(max_workers=len(plan), thread_name_prefix="preemption")
+    futures: dict[str, Future[Outcome]] = {}
+    try:
+        first, *rest = plan  # the longest first: SLURM starts (and restarts) jobs in submission order
+        job = camp.submit(first[0], *first[1], overrides=first[2])
+        futures[first[0]] = pool.submit(first[3], camp, job)
+        for label, args, overrides, drive in rest:  # submitting takes seconds: in the threads too
+            futures[label] = pool.submit(submit_and_drive, camp, label, args, overrides, drive)
+        yield futures
+    finally:
+        camp.stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        for job in camp.jobs.values():  # leave nothing queued on the shared cluster
+            subprocess.run(["scancel", job.scheduler_id], capture_output=True, timeout=30, env=clean_env(), check=False)
+
+
+def outcome(campaign: dict[str, Future[Outcome]], label: str) -> Outcome:
+    return campaign[label].result(timeout=DEADLINE_S + 60)
+
+
+def assert_resumed_exactly(result: Outcome, reference: Outcome, *, preemptions: int) -> None:
+    """Requeued `preemptions` times (or more), completed, and bitwise equal to the uninterrupted run."""
+    info = result.describe()
+    assert result.history == ["REQUEUED"] * (len(result.history) - 1) + ["COMPLETED"], info
+    assert len(result.history) - 1 >= preemptions, info
+    assert result.status["status"] == "completed" and result.run_status["status"] == "completed", info
+    assert result.results is not None and result.results["restarts"] == len(result.history) - 1, info
+    assert result.run_status["preempted_by"] == "SIGUSR1", info
+    # Each epoch reported once, in order: nothing was lost or trained twice across the restarts.
+    assert result.epochs == list(range(1, EPOCHS + 1)), info
+    checkpoints = result.preemption_checkpoints
+    # One per preemption, unless one stopped on an epoch's last batch 5k: then the interval checkpoint of
+    # the same step replaced it after the restart.
+    assert 1 <= len(checkpoints) <= len(result.history) - 1, (checkpoints, info)
+    assert all(c["world_size"] == 2 and c["num_threads"] == 1 for c in checkpoints), checkpoints
+    # One preemption inside an epoch at least: the restart then had to continue at that very batch.
+    assert any(0 < c["batch"] < STEPS_PER_EPOCH for c in checkpoints), checkpoints
+    assert reference.history == ["COMPLETED"] and reference.results is not None, reference.describe()
+    assert reference.results["restarts"] == 0
+    ours, theirs = digests(result), digests(reference)
+    assert len(ours) == 2 and len(set(ours)) == 1, ours  # the two ranks agree
+    assert ours == theirs, f"resumed run differs from the uninterrupted one: {info}"
+
+
+@pytest.mark.timeout(DEADLINE_S + 120)
+def test_submitit_ddp_job_preempted_twice_resumes_bitwise(campaign: dict[str, Future[Outcome]]) -> None:
+    result = outcome(campaign, "ddp-twice")
+    assert result.job.signals_sent == 2
+    assert_resumed_exactly(result, outcome(campaign, "ddp-reference"), preemptions=2)
+    first, second = result.preemption_checkpoints[:2]
+    assert first["epoch"] >= 1 and second["step"] > first["step"] + 2 * STEPS_PER_EPOCH, (first, second)
+
+
+@pytest.mark.timeout(DEADLINE_S + 120)
+def test_sbatch_ddp_job_preempted_through_the_batch_shell_resumes_bitwise(
+        campaign: dict[str, Future[Outcome]]) -> None:
+    result = outcome(campaign, "ddp-sbatch")
+    assert result.job.signals_sent == 1
+    assert_resumed_exactly(result, outcome(campaign, "ddp-reference"), preemptions=1)
+    err = "".join(p.read_text() for p in (result.job.run_dir / "logs").glob("*.err"))
+    assert "got USR1" in err and "forwarding to the training step" in err, err[-2000:]
+
+
+@pytest.mark.timeout(DEADLINE_S + 120)
+def test_time_limit_warning_requeues_the_job_until_it_is_done(campaign: dict[str, Future[Outcome]]) -> None:
+    """No signal from the test: every requeue comes from `--signal=USR1@5` before the 1-minute limit."""
+    result = outcome(campaign, "ddp-time-limit")
+    assert result.job.signals_sent == 0
+    assert "TIMEOUT" not in result.history, result.describe()
+    assert_resumed_exactly(result, outcome(campaign, "ddp-reference"), preemptions=1)
+
+
+@pytest.mark.horovod
+@pytest.mark.timeout(DEADLINE_S + 120)
+def test_submitit_horovod_job_preempted_twice_resumes_bitwise(campaign: dict[str, Future[Outcome]]) -> None:
+    require("horovod-twice" in campaign, "Horovod not installed: run scripts/install_horovod.sh")
+    result = outcome(campaign, "horovod-twice")
+    assert result.job.signals_sent == 2
+    assert_resumed_exactly(result, outcome(campaign, "horovod-reference"), preemptions=2)
+    assert result.results is not None and result.results["strategy"] == "horovod"
+
+
+@pytest.mark.timeout(DEADLINE_S + 120)
+def test_max_requeues_zero_checkpoints_and_ends_preempted(campaign: dict[str, Future[Outcome]]) -> None:
+    result = outcome(campaign, "ddp-no-requeue")
+    info = result.describe()
+    assert "REQUEUED" not in result.history and len(result.history) == 1, info
+    assert result.run_status["status"] == "preempted" and result.run_status["preempted_by"] == "SIGUSR1", info
+    assert result.results is None, info
+    [checkpoint] = result.preemption_checkpoints
+    assert checkpoint["epoch"] >= 1 and checkpoint["world_size"] == 2, checkpoint
+    # Not requeued means not done: SLURM must not count the job as completed (afterok dependents wait).
+    assert result.history == ["FAILED"] and result.status["status"] != "completed", info
