@@ -30,12 +30,11 @@ def run(args: argparse.Namespace) -> int:
     run_dir = args.run_dir or Path(spec.output_dir) / spec.name
     prepared = prepare_job(spec, base_dir=base, run_dir=run_dir)
     try:
-        try:
         results = run_spec(prepared.spec, prepared.run_dir)
-    finally:
-        process_guard().ignore()  # a late preemption notice must not kill a finished run at exit
     except SpecError as exc:  # found while loading data or building the model: name the spec file too
         raise (exc.with_file(args.spec) if exc.file is None else exc) from None
+    finally:
+        process_guard().ignore()  # a late preemption notice must not kill a finished run at exit
     if args.json:
         print_json(results)
     else:

@@ -1,0 +1,34 @@
+"""The orchestrator: jobs, batches, hyperparameter searches and pipelines from Python (TrainingOrchestrator).
+
+Names are imported on first use, so a sweep worker (`python -m hpc_train.orchestrator.sweep_worker`)
+does not pay for the submission side (scheduler, templates) when it starts.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_LAZY = {
+    "BatchJobs": "hpc_train.orchestrator.orchestrator",
+    "TrainingOrchestrator": "hpc_train.orchestrator.orchestrator",
+    "BestModel": "hpc_train.orchestrator.batch",
+    "Job": "hpc_train.orchestrator.handles",
+    "Pipeline": "hpc_train.orchestrator.handles",
+    "SearchJob": "hpc_train.orchestrator.handles",
+}
+
+__all__ = ["BatchJobs", "BestModel", "Job", "Pipeline", "SearchJob", "TrainingOrchestrator"]
+
+if TYPE_CHECKING:
+    from hpc_train.orchestrator.batch import BestModel
+    from hpc_train.orchestrator.handles import Job, Pipeline, SearchJob
+    from hpc_train.orchestrator.orchestrator import BatchJobs, TrainingOrchestrator
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'hpc_train.orchestrator' has no attribute {name!r}")
