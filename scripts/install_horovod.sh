@@ -6,6 +6,7 @@
 # CMake's "C++14" compile option to -std=c++17 without patching Horovod's sources.
 #
 # Usage: PYTHON=/path/to/python scripts/install_horovod.sh   (default: .venv/bin/python)
+#        HOROVOD_SOURCE=/path/horovod-0.28.1.tar.gz ...        (offline nodes: a downloaded sdist)
 # Idempotent: exits at once when horovod.torch imports and the build lists PyTorch, MPI and Gloo.
 set -euo pipefail
 
@@ -13,6 +14,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-$REPO/.venv/bin/python}"
 HOROVOD_VERSION="${HOROVOD_VERSION:-0.28.1}"
 BUILD_DIR="${HOROVOD_BUILD_DIR:-$REPO/.horovod-build}"
+HOROVOD_SOURCE="${HOROVOD_SOURCE:-horovod==$HOROVOD_VERSION}"
 
 if [[ ! -x "$PYTHON" ]]; then
     echo "install_horovod: no python at $PYTHON (set PYTHON=...)" >&2
@@ -44,8 +46,15 @@ TORCH_BEFORE="$("$PYTHON" -c 'import torch; print(torch.__version__)')" || {
     exit 2
 }
 
-# Build-time dependencies; --no-deps so pip never touches torch.
-"$PYTHON" -m pip install --quiet --no-deps cffi pycparser cloudpickle psutil pyyaml packaging
+# Horovod's build and runtime dependencies (cffi is a setup_requires), only those missing: offline
+# nodes may have them all already. --no-deps so pip never touches torch.
+missing=()
+for pair in cffi:cffi pycparser:pycparser cloudpickle:cloudpickle psutil:psutil pyyaml:yaml packaging:packaging; do
+    "$PYTHON" -c "import ${pair#*:}" >/dev/null 2>&1 || missing+=("${pair%%:*}")
+done
+if ((${#missing[@]})); then
+    "$PYTHON" -m pip install --quiet --no-deps "${missing[@]}"
+fi
 
 mkdir -p "$BUILD_DIR"
 cat >"$BUILD_DIR/cxx17.cmake" <<'CMAKE'
@@ -57,13 +66,13 @@ cat >"$BUILD_DIR/toolchain.cmake" <<CMAKE
 set(CMAKE_PROJECT_INCLUDE "$BUILD_DIR/cxx17.cmake")
 CMAKE
 
-echo "install_horovod: building horovod==$HOROVOD_VERSION against torch $TORCH_BEFORE (a few minutes)"
+echo "install_horovod: building $HOROVOD_SOURCE against torch $TORCH_BEFORE (a few minutes)"
 CMAKE_TOOLCHAIN_FILE="$BUILD_DIR/toolchain.cmake" \
 MAKEFLAGS="-j$(nproc)" \
 HOROVOD_WITH_PYTORCH=1 HOROVOD_WITH_MPI=1 HOROVOD_WITH_GLOO=1 \
 HOROVOD_WITHOUT_TENSORFLOW=1 HOROVOD_WITHOUT_MXNET=1 \
 PATH="$BIN_DIR:$PATH" \
-    "$PYTHON" -m pip install --no-deps --no-build-isolation --no-cache-dir "horovod==$HOROVOD_VERSION"
+    "$PYTHON" -m pip install --no-deps --no-build-isolation --no-cache-dir "$HOROVOD_SOURCE"
 
 TORCH_AFTER="$("$PYTHON" -c 'import torch; print(torch.__version__)')"
 if [[ "$TORCH_AFTER" != "$TORCH_BEFORE" ]]; then
