@@ -1,3 +1,5 @@
-from hpc_train.cli.main import main
 import sys
+
+from hpc_train.cli.main import main
+
 sys.exit(main())

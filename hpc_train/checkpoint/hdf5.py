@@ -26,6 +26,7 @@ from hpc_train.checkpoint.hdf5_file import (
     write_checkpoint_file,
 )
 from hpc_train.checkpoint.store import Checkpoint, CheckpointError, CheckpointStore
+from hpc_train.processes import pid_alive
 
 _HOST = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname()) or "host"
 
@@ -176,7 +177,7 @@ class HDF5CheckpointStore(CheckpointStore):
             return
         for name in os.listdir(self.directory):
             m = self._tmp_re.fullmatch(name)
-            if m and not (m.group(1) == _HOST and _pid_alive(int(m.group(2)))):
+            if m and not (m.group(1) == _HOST and pid_alive(int(m.group(2)))):
                 (self.directory / name).unlink(missing_ok=True)
 
 
@@ -195,14 +196,6 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _warn(message: str) -> None:

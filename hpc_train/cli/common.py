@@ -67,8 +67,8 @@ def format_eta(seconds: float | None) -> str | None:
     if seconds is None:
         return None
     if seconds < 60:
-        return f"{int(round(seconds))}s"
-    minutes = int(round(seconds / 60))
+        return f"{round(seconds)}s"
+    minutes = round(seconds / 60)
     if minutes < 60:
         return f"{minutes}min"
     return f"{minutes // 60}h{minutes % 60:02d}min"

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UserError as exc:
         if args.verbose:
-            logging.exception("user error")
+            logging.getLogger("hpc_train").exception("user error")
         print(f"hpc-train: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:  # `hpc-train results ID | head`

@@ -17,10 +17,13 @@ import signal
 import time
 import types
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpc_train.commands import run_command
 from hpc_train.errors import UserError
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +47,7 @@ class PreemptionGuard:
         if self.received is None:
             self.received, self.received_at = signum, time.time()
 
-    def install(self) -> PreemptionGuard:
+    def install(self) -> Self:
         """Take over the signals (main thread only); installing twice keeps the first handlers."""
         if self._previous and not self._ignoring:
             return self
@@ -92,7 +95,7 @@ class PreemptionGuard:
         """'SIGUSR1' etc. once a signal arrived."""
         return signal.Signals(self.received).name if self.received is not None else None
 
-    def __enter__(self) -> PreemptionGuard:
+    def __enter__(self) -> Self:
         return self.install()
 
     def __exit__(self, *exc: object) -> None:

@@ -76,7 +76,7 @@ def _run_spec(spec: JobSpec, run_dir: RunDirectory, base_dir: Path | None, env: 
         return results
     results.update({
         "name": spec.name, "model": spec.model.type, "data": spec.data.train_path,
-        "n_train": int(len(data.y_train)), "n_val": int(len(data.y_val)), "n_features": data.n_features,
+        "n_train": len(data.y_train), "n_val": len(data.y_val), "n_features": data.n_features,
         "n_classes": data.n_classes, "duration_s": round(time.time() - started, 3),
         "world_size": env.world_size, "spec_hash": spec_hash(spec), "hpc_train_version": __version__,
     })

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from hpc_train.processes import pid_alive
 from hpc_train.registry import JobRecord
 from hpc_train.render import RenderContext, render_setup, worker_command
 from hpc_train.rundir import RunDirectory
@@ -103,14 +104,8 @@ def local_status(record: JobRecord) -> JobStatus:
 
 
 def _alive(pid: int) -> bool:
-    if pid <= 0:
+    if not pid_alive(pid):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     try:  # a zombie child of ours counts as ended
         done, _ = os.waitpid(pid, os.WNOHANG)
         return done == 0

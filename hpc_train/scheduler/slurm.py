@@ -298,7 +298,7 @@ def slurm_statuses(records: Sequence[JobRecord]) -> dict[str, JobStatus]:
     by_sched = {r.scheduler_id: r for r in records if r.scheduler_id}
     states = query_states(by_sched)
     result = {record.id: states.get(sched_id, JobStatus.PENDING) for sched_id, record in by_sched.items()}
-    for sched_id, record in by_sched.items():
+    for record in by_sched.values():
         # A job that checkpointed on preemption but was not requeued (max_requeues) exits non-zero on
         # purpose; its own status.json says what happened.
         if result[record.id] == JobStatus.FAILED and _own_status(record) == JobStatus.PREEMPTED.value:

@@ -181,8 +181,7 @@ def _to_spec_error(exc: ValidationError, file: str) -> SpecError:
         expected = first.get("ctx", {}).get("expected", "")
         return SpecError("value not allowed" + more, file=file, key=key, value=_short(value), allowed=expected)
     message = first["msg"]
-    if message.startswith("Value error, "):
-        message = message[len("Value error, "):]
+    message = message.removeprefix("Value error, ")
     return SpecError(message + more, file=file, key=key, value=_short(value))
 
 

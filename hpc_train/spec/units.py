@@ -29,7 +29,7 @@ def parse_memory_mb(value: object) -> int:
     megabytes = float(match.group(1)) * _MEMORY_FACTOR_MB[match.group(2).upper()]
     if megabytes < 1:
         raise ValueError("memory must be at least 1 MB")
-    return int(round(megabytes))
+    return round(megabytes)
 
 
 def parse_time_seconds(value: object) -> int:
