@@ -1,38 +1,11 @@
-"""Shared fixtures. SLURM, MPI and Horovod tests fail (not skip) under CI when their part is missing."""
+"""Root fixtures; shared helpers live in support.py (import them with `from support import ...`)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import sys
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-PYTHON = sys.executable
-IN_CI = bool(os.environ.get("CI"))
-
-
-def require(condition: bool, why: str) -> None:
-    """Skip when a real part is missing on a developer machine; fail under CI (CI must have everything)."""
-    if condition:
-        return
-    if IN_CI:
-        pytest.fail(f"required under CI: {why}")
-    pytest.skip(why)
-
-
-def require_mpirun() -> str:
-    path = shutil.which("mpirun")
-    require(path is not None, "mpirun (OpenMPI) not installed: run scripts/setup.sh")
-    return str(path)
-
-
-def mpirun_argv(np: int) -> list[str]:
-    """mpirun as root on one host with N slots, no host-binding surprises on 2 cores."""
-    return [require_mpirun(), "--allow-run-as-root", "--oversubscribe", "--bind-to", "none",
-            "-np", str(np), "-x", "PYTHONPATH", "-x", "OMP_NUM_THREADS"]
+from support import REPO
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
+from support import REPO
 
 from hpc_train.cli.main import VERBS
 from hpc_train.spec import load_spec

@@ -13,8 +13,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import REPO
 from sbatch_directives import sbatch_arguments, sbatch_options
+from support import REPO
 
 from hpc_train.errors import SpecError
 from hpc_train.render import RenderContext, render_apptainer, render_sbatch

@@ -3,7 +3,7 @@ definition is checked statically: its sections exist and every file it copies is
 
 from __future__ import annotations
 
-from conftest import REPO
+from support import REPO
 
 DEF = REPO / "containers" / "hpc-train.def"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from conftest import PYTHON, REPO, mpirun_argv, require
+from support import PYTHON, REPO, mpirun_argv, require
 
 from hpc_train.commands import run_command
 

@@ -3,41 +3,17 @@ up already, stopped at the end only if this session started it."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-# pytest drops the module "conftest" from sys.modules before importing this file, so
-# `from conftest import ...` elsewhere may then get this module: load tests/conftest.py under
-# its own name and re-export what other tests import from it.
-_spec = importlib.util.spec_from_file_location("_tests_root_conftest", Path(__file__).resolve().parents[1] / "conftest.py")
-assert _spec is not None and _spec.loader is not None
-_root = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_root)
-IN_CI = _root.IN_CI
-PYTHON = _root.PYTHON
-REPO = _root.REPO
-mpirun_argv = _root.mpirun_argv
-require = _root.require
-require_mpirun = _root.require_mpirun
+from support import IN_CI, PYTHON, REPO, SlurmCluster, mpirun_argv, require, require_mpirun  # noqa: F401
 
 SLURM_DIR = REPO / "slurm"
 START_TIMEOUT_S = 300  # the first start initialises MariaDB
-
-
-@dataclass(frozen=True)
-class SlurmCluster:
-    """A running local cluster: its state folder and the environment clients need."""
-
-    state_dir: Path
-    env: dict[str, str]
-    nodes: int
 
 
 def state_dir() -> Path:

@@ -11,8 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
-
-from conftest import PYTHON, SlurmCluster, require
+from support import PYTHON, SlurmCluster, require
 
 pytestmark = pytest.mark.slurm
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PYTHON, REPO, SlurmCluster
+from support import PYTHON, REPO, SlurmCluster
 
 from hpc_train.jobs import wait_for
 from hpc_train.monitor import TrainingMonitor

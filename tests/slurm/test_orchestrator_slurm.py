@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SlurmCluster
+from support import SlurmCluster
 
 from hpc_train.commands import CALL_COUNTS
 from hpc_train.orchestrator import TrainingOrchestrator

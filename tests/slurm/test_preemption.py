@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PYTHON, REPO, SlurmCluster, require
+from support import PYTHON, REPO, SlurmCluster, require
 
 from hpc_train.checkpoint import HDF5CheckpointStore
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PYTHON, REPO, SlurmCluster
+from support import PYTHON, REPO, SlurmCluster
 
 from hpc_train.cli.main import main
 from hpc_train.commands import CALL_COUNTS

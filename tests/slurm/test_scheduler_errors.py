@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PYTHON, REPO, SlurmCluster
+from support import PYTHON, REPO, SlurmCluster
 
 from hpc_train.jobs import get_scheduler
 from hpc_train.scheduler.local import LocalScheduler

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from conftest import REPO
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from support import REPO
 
 from hpc_train.cli.main import main
 from hpc_train.errors import SpecError

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import REPO
 
 from hpc_train.errors import SpecError
 from hpc_train.spec import JobSpec, dump_spec, load_spec, parse_spec
