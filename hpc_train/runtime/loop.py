@@ -153,7 +153,8 @@ class TrainingLoop:
                 with autocast_context(self.device, self.mixed_precision):
                     outputs = model(inputs)
                     loss = loss_fn(outputs, targets)
-                scaled = loss / size if size > 1 else loss
+                factor = comm.loss_factor / size  # mean over the window (and ranks, for a summing backend)
+                scaled = loss * factor if factor != 1.0 else loss
                 (scaler.scale(scaled) if scaler is not None else scaled).backward()
             batch = targets.shape[0]
             loss_sum.add_(loss.detach(), alpha=batch)

@@ -60,6 +60,11 @@ class CommBackend(ABC):
     def close(self) -> None:
         """Leave the group, if this backend joined it."""
 
+    @property
+    def loss_factor(self) -> float:
+        """Factor the loop multiplies into the loss; 1/world when the backend sums instead of averaging."""
+        return 1.0
+
     def any_true(self, flag: bool) -> bool:
         """True on every rank when the flag is true on any rank (one collective)."""
         if self.world_size == 1:

@@ -70,6 +70,9 @@ class HorovodBackend(CommBackend):
             named_parameters=model.named_parameters(),
             compression=hvd.Compression.fp16 if compression == "fp16" else hvd.Compression.none,
             backward_passes_per_step=accumulation_steps,
+            # Sum, with the 1/world folded into the loss (loss_factor): Average costs Horovod an extra
+            # pass over every gradient buffer, 15-20% of the allreduce time at 64-256 MB here.
+            op=hvd.Sum,
         )
         # DistributedOptimizer rebuilds the optimizer from its param_groups, dropping its state: load after.
         load_optimizer_state(wrapped, optimizer_state)
@@ -79,6 +82,11 @@ class HorovodBackend(CommBackend):
         if wrapped.state_dict()["state"]:
             hvd.broadcast_optimizer_state(wrapped, root_rank=0)
         return model, wrapped
+
+    @property
+    def loss_factor(self) -> float:
+        """1/world: gradients are summed, so the loss carries the average."""
+        return 1.0 / self.world_size
 
     def optimizer_step(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
         """Step; with a grad scaler, finish the allreduce before unscaling (Horovod's AMP recipe)."""
