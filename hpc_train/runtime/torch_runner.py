@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -87,10 +88,11 @@ def train_torch(spec: JobSpec, data: Dataset, run_dir: RunDirectory, env: Cluste
             if trainer.preempted:
                 return _preempted(spec, run_dir, trainer.is_main, guard)
             digests = trainer.comm.all_gather_object(trainer.param_digest())
+            hosts = trainer.comm.all_gather_object(socket.gethostname())
         finally:
             trainer.close()
     results = _evaluate(model, data) if env.global_rank == 0 else {}
-    results.update({"param_digests": digests, "epochs_run": len(history),
+    results.update({"param_digests": digests, "hosts": hosts, "epochs_run": len(history),
                     "stopped_early": len(history) < epochs, "restarts": restart_count(),
                     "strategy": strategy, "backend": backend, "threads": threads})
     if env.global_rank == 0:
