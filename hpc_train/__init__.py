@@ -6,8 +6,9 @@ only when it is asked for, so the orchestrator and the CLI never load torch unle
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from hpc_train.lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -26,12 +27,7 @@ if TYPE_CHECKING:
     from hpc_train.runtime.trainer import DistributedTrainer
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'hpc_train' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, globals(), _LAZY)
 
 
 def __dir__() -> list[str]:

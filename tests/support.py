@@ -46,3 +46,15 @@ class SlurmCluster:
     state_dir: Path
     env: dict[str, str]
     nodes: int
+
+
+def write_stage_scripts(folder: Path, fail_stage: str | None = None) -> list[dict[str, str]]:
+    """preprocess.py, train.py, evaluate.py: each appends its name to stages.log; one may exit 1."""
+    stages = [("data_preprocessing", "preprocess.py"), ("model_training", "train.py"),
+              ("model_evaluation", "evaluate.py")]
+    for stage, script in stages:
+        body = f"import pathlib\nwith pathlib.Path('stages.log').open('a') as f:\n    f.write('{stage}\\n')\n"
+        if stage == fail_stage:
+            body += "import sys\nprint('training data is corrupt', file=sys.stderr)\nsys.exit(1)\n"
+        (folder / script).write_text(body)
+    return [{"stage": stage, "script": script} for stage, script in stages]

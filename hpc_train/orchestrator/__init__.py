@@ -6,8 +6,9 @@ does not pay for the submission side (scheduler, templates) when it starts.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from hpc_train.lazy import lazy_getattr
 
 _LAZY = {
     "BatchJobs": "hpc_train.orchestrator.orchestrator",
@@ -26,9 +27,4 @@ if TYPE_CHECKING:
     from hpc_train.orchestrator.orchestrator import BatchJobs, TrainingOrchestrator
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'hpc_train.orchestrator' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, globals(), _LAZY)

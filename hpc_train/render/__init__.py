@@ -3,6 +3,7 @@
 from hpc_train.render.sbatch import (
     RenderContext,
     container_launcher,
+    job_environment,
     render_apptainer,
     render_sbatch,
     render_setup,
@@ -10,5 +11,5 @@ from hpc_train.render.sbatch import (
     write_rendered,
 )
 
-__all__ = ["RenderContext", "container_launcher", "render_apptainer", "render_sbatch", "render_setup",
+__all__ = ["RenderContext", "container_launcher", "job_environment", "render_apptainer", "render_sbatch", "render_setup",
            "worker_command", "write_rendered"]

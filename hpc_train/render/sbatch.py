@@ -52,11 +52,16 @@ def _threads(spec: JobSpec) -> int:
     return spec.training.threads or spec.resources.cpus_per_task
 
 
+def job_environment(spec: JobSpec, ctx: RenderContext) -> dict[str, str]:
+    """The variables every job exports: the spec's own, the thread count and the run directory."""
+    return {**spec.resources.env, "OMP_NUM_THREADS": str(_threads(spec)), "HPC_TRAIN_RUN_DIR": ctx.run_dir}
+
+
 def render_setup(spec: JobSpec, ctx: RenderContext) -> str:
     """The environment set-up lines (modules, venv, exports) shared by sbatch and submitit."""
     r = spec.resources
-    return render_template("_setup.sh.j2", modules=r.modules, venv=r.venv, env=r.env,
-                           threads=_threads(spec), run_dir=ctx.run_dir).strip("\n") + "\n"
+    return render_template("_setup.sh.j2", modules=r.modules, venv=r.venv,
+                           env=job_environment(spec, ctx)).strip("\n") + "\n"
 
 
 def render_sbatch(spec: JobSpec, ctx: RenderContext) -> str:
@@ -74,9 +79,7 @@ def render_sbatch(spec: JobSpec, ctx: RenderContext) -> str:
         dependency=ctx.dependency,
         modules=r.modules,
         venv=r.venv,
-        env=r.env,
-        threads=_threads(spec),
-        run_dir=ctx.run_dir,
+        env=job_environment(spec, ctx),
         launcher=container_launcher(spec),
         command=worker_command(spec, ctx),
     )

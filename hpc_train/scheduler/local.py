@@ -11,7 +11,7 @@ from pathlib import Path
 
 from hpc_train.processes import pid_alive
 from hpc_train.registry import JobRecord
-from hpc_train.render import RenderContext, render_setup, worker_command
+from hpc_train.render import RenderContext, job_environment, render_setup, worker_command
 from hpc_train.rundir import RunDirectory
 from hpc_train.scheduler.base import Scheduler, SubmissionPlan
 from hpc_train.spec import JobSpec
@@ -50,7 +50,7 @@ class LocalScheduler(Scheduler):
         folder = plan.run_dir / "submitit"
         executor = submitit.LocalExecutor(folder=folder)
         executor.update_parameters(**plan.parameters)
-        env = _exports(plan.setup)
+        env = job_environment(plan.spec, plan.context)
         old = {key: os.environ.get(key) for key in env}
         os.environ.update(env)  # the controller inherits our environment
         try:
@@ -118,16 +118,3 @@ def _not_zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
-
-
-def _exports(setup: list[str]) -> dict[str, str]:
-    """The `export NAME=value` lines of the set-up, as a dict (values unquoted with shlex)."""
-    import shlex
-
-    env: dict[str, str] = {}
-    for line in setup:
-        if line.startswith("export "):
-            name, _, value = line[len("export "):].partition("=")
-            words = shlex.split(value)
-            env[name] = words[0] if words else ""
-    return env

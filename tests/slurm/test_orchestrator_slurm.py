@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import SlurmCluster
+from support import SlurmCluster, write_stage_scripts
 
 from hpc_train.commands import CALL_COUNTS
 from hpc_train.orchestrator import TrainingOrchestrator
@@ -31,18 +31,6 @@ def orch(slurm_cluster: SlurmCluster, tmp_path: Path, monkeypatch: pytest.Monkey
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     return TrainingOrchestrator(executor="slurm", home=tmp_path / "home", output_dir=tmp_path / "runs")
-
-
-def write_scripts(folder: Path, fail_stage: str) -> list[dict[str, str]]:
-    """preprocess.py, train.py, evaluate.py: each appends its stage name to stages.log; one exits 1."""
-    stages = [("data_preprocessing", "preprocess.py"), ("model_training", "train.py"),
-              ("model_evaluation", "evaluate.py")]
-    for stage, script in stages:
-        body = f"import pathlib\nwith pathlib.Path('stages.log').open('a') as f:\n    f.write('{stage}\\n')\n"
-        if stage == fail_stage:
-            body += "import sys\nprint('training data is corrupt', file=sys.stderr)\nsys.exit(1)\n"
-        (folder / script).write_text(body)
-    return [{"stage": stage, "script": script} for stage, script in stages]
 
 
 def sbatch_calls() -> int:
@@ -97,7 +85,7 @@ def test_grid_of_12_points_on_a_3_task_array_runs_12_distinct_trials(orch: Train
 
 @pytest.mark.timeout(300)
 def test_pipeline_with_failing_middle_stage_cancels_the_rest(orch: TrainingOrchestrator, tmp_path: Path) -> None:
-    pipe = orch.create_pipeline(write_scripts(tmp_path, fail_stage="model_training"), name="etl").run()
+    pipe = orch.create_pipeline(write_stage_scripts(tmp_path, fail_stage="model_training"), name="etl").run()
     stage_jobs = orch.registry.children(pipe.id)
     state = pipe.wait(timeout=240)
     assert state["status"] == "failed", state
