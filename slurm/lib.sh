@@ -11,7 +11,20 @@ CLUSTER_NAME="hpctrain"
 
 RUN_DIR="$STATE/run"
 LOG_DIR="$STATE/log"
-MUNGE_SOCKET="$STATE/munge/munge.socket"
+# munged refuses a socket unless every folder above it is traversable by all; a clone inside a
+# `mktemp -d` folder (mode 700) is not, so then the socket gets a folder of its own under /tmp.
+traversable_by_all() {
+    local dir="$1"
+    while [[ "$dir" != "/" ]]; do
+        [[ -d "$dir" && "$(stat -c %A "$dir" | cut -c10)" =~ [xt] ]] || return 1
+        dir="$(dirname "$dir")"
+    done
+}
+MUNGE_SOCKET_DIR="$STATE/munge"
+if ! traversable_by_all "$(dirname "$STATE")"; then
+    MUNGE_SOCKET_DIR="/tmp/hpc-train-munge-$(printf '%s' "$STATE" | sha1sum | cut -c1-12)"
+fi
+MUNGE_SOCKET="$MUNGE_SOCKET_DIR/munge.socket"
 MYSQL_SOCKET="$STATE/mysql/mysqld.sock"
 SLURM_CONF_FILE="$STATE/slurm.conf"
 NODES_FILE="$STATE/nodes"

@@ -53,6 +53,7 @@ mkdir -p "$STATE" "$RUN_DIR" "$LOG_DIR" "$STATE/munge" "$STATE/mysql" "$STATE/sp
 # munged refuses group/other-writable folders on the way to its key and socket.
 chmod 755 "$STATE" "$RUN_DIR" "$LOG_DIR"
 chmod 755 "$STATE/munge"  # key stays 600; the socket folder must be traversable by all
+mkdir -p "$MUNGE_SOCKET_DIR" && chmod 755 "$MUNGE_SOCKET_DIR"
 
 # ---- render the configuration -------------------------------------------------------------
 shopt -u patsub_replacement 2>/dev/null || true  # bash 5.2: "&" in a path must stay literal
