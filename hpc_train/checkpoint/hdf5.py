@@ -69,7 +69,7 @@ class HDF5CheckpointStore(CheckpointStore):
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise CheckpointError(f"checkpoint step must be a non-negative int, got {step!r}")
         self.directory.mkdir(parents=True, exist_ok=True)
-        final = self._path_for(step)
+        final = self.path_for(step)
         tmp = final.with_name(f"{final.name}.{_HOST}.{os.getpid()}.tmp")
         try:
             # Datasets start on `alignment` boundaries: whole filesystem blocks (4 KiB) or, set to
@@ -111,6 +111,10 @@ class HDF5CheckpointStore(CheckpointStore):
         """All complete checkpoints, oldest first (data checksums are checked on load)."""
         return [p for p in reversed(self._newest_first()) if is_complete(p)]
 
+    def steps(self) -> builtins.list[int]:
+        """Steps of all complete checkpoints, oldest first."""
+        return [step for p in self.list() if (step := self._step_of(p)) is not None]
+
     def prune(self, keep_last: int) -> builtins.list[Path]:
         """Remove all but the newest `keep_last` checkpoint files; return the removed paths."""
         if keep_last < 1:
@@ -124,7 +128,8 @@ class HDF5CheckpointStore(CheckpointStore):
 
     # -- files ---------------------------------------------------------------------------------
 
-    def _path_for(self, step: int) -> Path:
+    def path_for(self, step: int) -> Path:
+        """``<prefix>-<step>.h5`` (``.rank<r>.h5`` when sharded) in the store's directory."""
         rank = f".rank{self.rank}" if self.sharded else ""
         return self.directory / f"{self.prefix}-{step:09d}{rank}.h5"
 

@@ -35,7 +35,13 @@ class Checkpoint:
 
 
 class CheckpointStore(ABC):
-    """A directory of checkpoints, one file per step, written atomically."""
+    """A directory of checkpoints, one file per step, written atomically.
+
+    A sharded store belongs to one rank of a run whose ranks hold different state (FSDP): each
+    rank saves and loads its own file of every step.
+    """
+
+    sharded: bool = False
 
     @abstractmethod
     def save(self, state: Mapping[str, Any], *, step: int, meta: Mapping[str, Any] | None = None) -> Path:
@@ -52,6 +58,14 @@ class CheckpointStore(ABC):
     @abstractmethod
     def list(self) -> builtins.list[Path]:
         """All complete checkpoints, oldest first."""
+
+    @abstractmethod
+    def path_for(self, step: int) -> Path:
+        """Where the checkpoint of `step` is (or would be) stored."""
+
+    @abstractmethod
+    def steps(self) -> builtins.list[int]:
+        """Steps of all complete checkpoints, oldest first."""
 
     @abstractmethod
     def prune(self, keep_last: int) -> builtins.list[Path]:

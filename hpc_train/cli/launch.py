@@ -15,7 +15,8 @@ from hpc_train.render import worker_command
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("launch", help="run N ranks of a spec on this machine under mpirun",
                             description="Start N ranks under OpenMPI's mpirun (root flags handled). "
-                                        "Works for ddp and horovod. Rerunning resumes from the checkpoint.")
+                                        "Works for ddp, horovod and model_parallel (fsdp). Rerunning resumes from the "
+                                        "checkpoint.")
     add_spec_arguments(parser)
     parser.add_argument("-np", "--np", dest="np", type=int, default=2, help="number of ranks (default 2)")
     parser.add_argument("--run-dir", type=Path, help="default OUTPUT_DIR/NAME-np<N>")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from hpc_train.runtime.comm import CommBackend
+from hpc_train.runtime.comm import CommBackend, OptimizerMaker
 from hpc_train.runtime.early_stopping import EarlyStopping
 from hpc_train.runtime.sampling import batches_per_epoch, shard_eval_loader, shard_train_loader
 from hpc_train.runtime.state import capture_rng, derive_seed, restore_rng, seed_everything
@@ -80,7 +81,7 @@ class TrainingLoop:
         *,
         comm: CommBackend,
         model: nn.Module,
-        optimizer: torch.optim.Optimizer,
+        make_optimizer: OptimizerMaker,
         device: torch.device,
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
         train_loader: DataLoader[Any],
@@ -98,17 +99,18 @@ class TrainingLoop:
         self.early_stopping, self.accumulation_steps = early_stopping, accumulation_steps
         self.mixed_precision, self.should_stop, self.meta = mixed_precision, should_stop, dict(meta)
         # GradScaler guards float16 gradients against underflow; bfloat16 on CPU has float32's range.
-        self.scaler = torch.amp.GradScaler("cuda") if mixed_precision and device.type == "cuda" else None
+        self.scaler = comm.make_grad_scaler(device) if mixed_precision and device.type == "cuda" else None
         self.history: list[dict[str, Any]] = []
         self.progress = Progress()
         self._running = EpochTotals()
         self.samples_before = 0.0
         self._pending_rng: Mapping[str, Any] | None = None
-        optimizer_state = self._load(resume) if resume is not None else None
+        model_state, optimizer_state = self._load(resume) if resume is not None else (None, None)
         if resume is None:
             seed_everything(derive_seed(seed, comm.rank))
-        self.model, self.optimizer = comm.prepare(model, optimizer, optimizer_state=optimizer_state,
-                                                  compression=compression, accumulation_steps=accumulation_steps)
+        self.model, self.optimizer = comm.prepare(model, make_optimizer, model_state=model_state,
+                                                  optimizer_state=optimizer_state, compression=compression,
+                                                  accumulation_steps=accumulation_steps)
         self.loader, self.sampler = shard_train_loader(train_loader, world_size=comm.world_size, rank=comm.rank,
                                                        seed=seed)
         self.batch_size = int(self.loader.batch_size or 1)
@@ -118,8 +120,12 @@ class TrainingLoop:
 
     # -- one epoch --------------------------------------------------------------------------------
 
-    def run_epoch(self) -> EpochTotals | None:
-        """Train the rest of the current epoch; None when should_stop() fired (state kept for saving)."""
+    def run_epoch(self, on_step: Callable[[], None] | None = None) -> EpochTotals | None:
+        """Train the rest of the current epoch; None when should_stop() fired (state kept for saving).
+
+        `on_step()` runs on every rank after each optimizer step that does not stop training (the
+        trainer checkpoints there when the interval counts steps).
+        """
         progress, k, n = self.progress, self.accumulation_steps, self.batches_per_epoch
         self.sampler.set_epoch(progress.epoch)
         self.sampler.start = progress.batch * self.batch_size
@@ -166,9 +172,13 @@ class TrainingLoop:
                 comm.optimizer_step(optimizer, scaler)
                 progress.step += 1
                 progress.batch = i + 1
-                if self.should_stop is not None and comm.any_true(bool(self.should_stop())):
+                stop = self.should_stop is not None and comm.any_true(bool(self.should_stop()))
+                if stop or on_step is not None:
                     self._running = EpochTotals(float(loss_sum), float(correct), labelled, count)
+                if stop:
                     return None
+                if on_step is not None:
+                    on_step()
         self._running = EpochTotals(float(loss_sum), float(correct), labelled, count)
         return self._running
 
@@ -176,19 +186,30 @@ class TrainingLoop:
         """This rank's sums over its share of the validation data (zeros without a val_loader)."""
         if self.val_loader is None:
             return EpochTotals()
-        model = self.raw_model  # not the DDP wrapper: evaluation must not touch collectives
+        # Not the DDP wrapper: evaluation must not touch gradient collectives. A sharded model
+        # gathers its parameters in every forward, so there all ranks run as many forwards as the
+        # rank with the most batches, the others on empty batches.
+        model = self.raw_model
         model.eval()
         loss_sum, correct, labelled, count = 0.0, 0.0, 0.0, 0.0
+        batches: Iterable[Any] = self.val_loader
+        if self.comm.sharded:
+            mine = len(self.val_loader)
+            most = int(self.comm.all_reduce(torch.tensor([mine]), "max").item())
+            batches = itertools.chain(batches, itertools.repeat(_empty_like_batch(self.val_loader), most - mine))
         with torch.no_grad(), autocast_context(self.device, self.mixed_precision):
-            for inputs, targets in self.val_loader:
+            for inputs, targets in batches:
                 inputs, targets = inputs.to(self.device), targets.to(self.device)
                 outputs = model(inputs)
+                if targets.shape[0] == 0:
+                    continue
                 batch = targets.shape[0]
                 loss_sum += float(self.loss_fn(outputs, targets)) * batch
                 if outputs.ndim == 2 and targets.ndim == 1 and not targets.is_floating_point():
                     correct += float((outputs.argmax(1) == targets).sum())
                     labelled += batch
                 count += batch
+        self.comm.after_evaluation(model)
         model.train()
         return EpochTotals(loss_sum, correct, labelled, count)
 
@@ -211,8 +232,8 @@ class TrainingLoop:
         per_rank = self.comm.all_gather_object(mine)
         return {
             "format": STATE_FORMAT,
-            "model": {k: v.detach().cpu().clone() for k, v in self.raw_model.state_dict().items()},
-            "optimizer": _to_cpu(self.optimizer.state_dict()),
+            "model": self.comm.model_state(self.raw_model),
+            "optimizer": self.comm.optimizer_state(self.optimizer),
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
             "progress": asdict(self.progress),
             "early_stopping": self.early_stopping.state_dict() if self.early_stopping is not None else {},
@@ -223,9 +244,8 @@ class TrainingLoop:
                       "batches_per_epoch": self.batches_per_epoch},
         }
 
-    def _load(self, state: Mapping[str, Any]) -> Any:
-        """Restore everything but the optimizer, whose state is returned for the backend to load."""
-        self.raw_model.load_state_dict({k: torch.as_tensor(v) for k, v in state["model"].items()})
+    def _load(self, state: Mapping[str, Any]) -> tuple[Any, Any]:
+        """Restore the loop's own state; return the model's and optimizer's for the backend to load."""
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(dict(state["scaler"]))
         if self.early_stopping is not None and state.get("early_stopping"):
@@ -242,7 +262,7 @@ class TrainingLoop:
             self._pending_rng = mine["rng"]
             if self.progress.batch > 0:
                 self._running = EpochTotals.from_list(mine["totals"])
-        return state["optimizer"]
+        return state["model"], state["optimizer"]
 
 
 def _warn_on_mismatch(saved: Mapping[str, Any], world_size: int, accumulation_steps: int) -> None:
@@ -256,13 +276,7 @@ def _warn_on_mismatch(saved: Mapping[str, Any], world_size: int, accumulation_st
                           stacklevel=4)
 
 
-def _to_cpu(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().clone()
-    if isinstance(value, dict):
-        return {k: _to_cpu(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_to_cpu(v) for v in value]
-    if isinstance(value, tuple):
-        return tuple(_to_cpu(v) for v in value)
-    return value
+def _empty_like_batch(loader: DataLoader[Any]) -> Any:
+    """A batch of zero samples shaped like the loader's (a forward pass over it computes nothing)."""
+    sample = loader.collate_fn([loader.dataset[0]])
+    return [part[:0] for part in sample]

@@ -58,11 +58,16 @@ def restore_rng(rng: Mapping[str, Any]) -> None:
 def final_param_digest(model: nn.Module) -> str:
     """sha256 over parameters sorted by name: name, dtype, shape and raw bytes of each."""
     inner = getattr(model, "module", model) if isinstance(model, nn.Module) else model
+    return tensors_digest(dict(inner.named_parameters()))
+
+
+def tensors_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over named tensors sorted by name: name, dtype, shape and raw bytes of each."""
     digest = hashlib.sha256()
-    for name, param in sorted(inner.named_parameters(), key=lambda item: item[0]):
-        data = param.detach().cpu().contiguous().reshape(-1)
+    for name, tensor in sorted(tensors.items(), key=lambda item: item[0]):
+        data = tensor.detach().cpu().contiguous().reshape(-1)
         digest.update(name.encode())
         digest.update(str(data.dtype).encode())
-        digest.update(str(tuple(param.shape)).encode())
+        digest.update(str(tuple(tensor.shape)).encode())
         digest.update(data.view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()

@@ -53,9 +53,6 @@ def train_torch(spec: JobSpec, data: Dataset, run_dir: RunDirectory, env: Cluste
     """Train on every rank; rank 0 writes metrics, progress, the model and the results."""
     from hpc_train.runtime.trainer import DistributedTrainer
 
-    if spec.checkpoint.unit != "epochs":
-        raise SpecError("checkpoints are taken at epoch boundaries (and on preemption at any step)",
-                        key="checkpoint.unit", value=spec.checkpoint.unit, allowed=["epochs"])
     threads = spec.training.threads or spec.resources.cpus_per_task
     torch.set_num_threads(threads)
     torch.manual_seed(spec.training.seed)
@@ -64,14 +61,14 @@ def train_torch(spec: JobSpec, data: Dataset, run_dir: RunDirectory, env: Cluste
     val_set = TensorDataset(torch.from_numpy(data.x_val), torch.from_numpy(data.y_val))
     train_loader = DataLoader(train_set, batch_size=spec.data.batch_size, shuffle=True)
     val_loader = DataLoader(val_set, batch_size=max(256, spec.data.batch_size))
+    strategy = STRATEGY_ALIASES[spec.distributed.strategy]
     store = HDF5CheckpointStore(checkpoint_dir(spec, run_dir), keep_last=spec.checkpoint.keep_last,
-                                rank=env.global_rank) \
+                                rank=env.global_rank, sharded=strategy == "model_parallel") \
         if spec.checkpoint.auto_resume or spec.checkpoint.dir else None
     epochs = spec.training.epochs
     progress = _ProgressWriter(run_dir, epochs, is_main=env.global_rank == 0,
                                tensorboard=spec.training.tensorboard)
     early = spec.training.early_stopping.model_dump() if spec.training.early_stopping else None
-    strategy = STRATEGY_ALIASES[spec.distributed.strategy]
     backend = spec.distributed.backend if spec.distributed.backend != "auto" else (
         "nccl" if spec.resources.gpus_per_node and torch.cuda.is_available() else "gloo")
     if True:  # the guard was installed by the worker before anything slow happened
@@ -84,29 +81,29 @@ def train_torch(spec: JobSpec, data: Dataset, run_dir: RunDirectory, env: Cluste
             environment=env)
         try:
             history = trainer.train(model, train_loader, epochs, checkpoint_interval=spec.checkpoint.interval,
-                                    val_loader=val_loader)
+                                    val_loader=val_loader, checkpoint_unit=spec.checkpoint.unit)
             if trainer.preempted:
                 return _preempted(spec, run_dir, trainer.is_main, guard)
+            # Collectives, every rank: a sharded model is gathered whole for the digest and the export.
             digests = trainer.comm.all_gather_object(trainer.param_digest())
             hosts = trainer.comm.all_gather_object(socket.gethostname())
+            state_bytes = trainer.comm.all_gather_object(trainer.state_bytes())
+            final_state = trainer.full_state_dict()
         finally:
             trainer.close()
-    results = _evaluate(model, data) if env.global_rank == 0 else {}
-    results.update({"param_digests": digests, "hosts": hosts, "epochs_run": len(history),
-                    "stopped_early": len(history) < epochs, "restarts": restart_count(),
-                    "strategy": strategy, "backend": backend, "threads": threads})
+    results: dict[str, Any] = {}
     if env.global_rank == 0:
+        plain = build_torch_model(spec, data)  # unsharded, unwrapped: evaluated and saved in one process
+        plain.load_state_dict(final_state)
+        results = _evaluate(plain.to(trainer.device), data)
         # The trained parameters in the same pickle-free HDF5 format as checkpoints.
         model_path = HDF5CheckpointStore(run_dir.path / "model", keep_last=1, prefix="model").save(
-            {"model": trainer_model_state(model)}, step=len(history), meta={"spec": spec.name})
+            {"model": final_state}, step=len(history), meta={"spec": spec.name})
         results["model_path"] = str(model_path)
+    results.update({"param_digests": digests, "hosts": hosts, "state_bytes": state_bytes, "epochs_run": len(history),
+                    "stopped_early": len(history) < epochs, "restarts": restart_count(),
+                    "strategy": strategy, "backend": backend, "threads": threads})
     return results
-
-
-def trainer_model_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Plain parameter tensors of a (possibly wrapped) model."""
-    inner = getattr(model, "module", model)
-    return {name: tensor.detach().cpu() for name, tensor in inner.state_dict().items()}
 
 
 def _evaluate(model: nn.Module, data: Dataset) -> dict[str, Any]:

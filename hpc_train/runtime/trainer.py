@@ -12,14 +12,22 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from hpc_train.checkpoint import CheckpointStore
+from hpc_train.checkpoint import Checkpoint, CheckpointError, CheckpointStore
 from hpc_train.errors import UserError
 from hpc_train.runtime.activation_checkpointing import enable_gradient_checkpointing
-from hpc_train.runtime.comm import COMPRESSIONS, CommBackend, DDPBackend, HorovodBackend, LocalBackend
+from hpc_train.runtime.comm import (
+    COMPRESSIONS,
+    CommBackend,
+    DDPBackend,
+    FSDPBackend,
+    HorovodBackend,
+    LocalBackend,
+)
+from hpc_train.runtime.comm.base import local_bytes
 from hpc_train.runtime.early_stopping import EarlyStopping
 from hpc_train.runtime.environments import ClusterEnvironment, detect_environment
 from hpc_train.runtime.loop import EpochTotals, TrainingLoop
-from hpc_train.runtime.state import final_param_digest
+from hpc_train.runtime.state import tensors_digest
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -27,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BACKENDS = ("gloo", "nccl", "mpi")
+CHECKPOINT_UNITS = ("epochs", "steps")
 OptimizerFactory = Callable[[Iterable[nn.Parameter], float], torch.optim.Optimizer]
 OPTIMIZERS: dict[str, OptimizerFactory] = {
     "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
@@ -44,16 +53,25 @@ def _horovod(trainer: DistributedTrainer) -> CommBackend:
     return HorovodBackend(trainer.env, device=trainer.device)
 
 
+def _fsdp(trainer: DistributedTrainer) -> CommBackend:
+    address, port = trainer.master if trainer.master else (None, None)
+    return FSDPBackend(trainer.env, backend=trainer.backend, device=trainer.device, main_address=address,
+                       main_port=port)
+
+
 # strategy name -> communication backend for a world of more than one rank
 STRATEGIES: dict[str, Callable[[DistributedTrainer], CommBackend]] = {
     "ddp": _ddp,
     "data_parallel": _ddp,  # single-node DDP; checked after the group is up
     "horovod": _horovod,
+    "model_parallel": _fsdp,
+    "fsdp": _fsdp,
 }
+SHARDED_STRATEGIES = ("model_parallel", "fsdp")
 
 
 class DistributedTrainer:
-    """Data-parallel trainer: DDP or Horovod across ranks, a plain loop in a single process.
+    """Trainer across ranks: DDP or Horovod (data parallel), FSDP (sharded), a plain loop alone.
 
     The rank and world come from the detected ClusterEnvironment (torchrun, SLURM step, mpirun or
     none); the process group is joined here. `backend` picks torch.distributed's transport for DDP
@@ -61,6 +79,8 @@ class DistributedTrainer:
     every optimizer step and agreed by all ranks; when true the trainer checkpoints and returns with
     `preempted` set. `on_epoch_end(record)` runs on rank 0 only. With a `checkpoint_store`, train()
     resumes from its latest checkpoint, bit for bit when the thread count and world size match.
+    Sharded strategies (`model_parallel`, alias `fsdp`) need a sharded store: each rank writes its
+    own shard of every checkpoint, and they resume onto the same world size.
     """
 
     def __init__(
@@ -111,8 +131,10 @@ class DistributedTrainer:
         self.comm: CommBackend = LocalBackend() if self.env.world_size == 1 else STRATEGIES[strategy](self)
         self.comm.setup()
         self._check_topology()
+        self._check_store()
         self.history: list[dict[str, Any]] = []
         self.preempted = False
+        self.resumed_from: int | None = None  # step of the checkpoint the last train() resumed from
         self._loop: TrainingLoop | None = None
 
     # -- who am I ---------------------------------------------------------------------------------
@@ -141,12 +163,19 @@ class DistributedTrainer:
         epochs: int,
         checkpoint_interval: int | None = None,
         val_loader: DataLoader[Any] | None = None,
+        *,
+        checkpoint_unit: str = "epochs",
     ) -> list[dict[str, Any]]:
-        """Train for `epochs` (resuming from the store's latest checkpoint); returns per-epoch records."""
+        """Train for `epochs` (resuming from the store's latest checkpoint); returns per-epoch records.
+
+        A checkpoint is written every `checkpoint_interval` epochs, or optimizer steps with
+        `checkpoint_unit="steps"` (mid-epoch too), besides the final one and the one on preemption.
+        """
         if epochs < 0:
             raise UserError(f"epochs must be non-negative, got {epochs}")
         if checkpoint_interval is not None and checkpoint_interval < 1:
             raise UserError(f"checkpoint_interval must be at least 1, got {checkpoint_interval}")
+        _choice("checkpoint_unit", checkpoint_unit, CHECKPOINT_UNITS)
         if self.early_stopping_config and self.early_stopping_config.get("metric", "val_loss").startswith("val_") \
                 and val_loader is None:
             raise UserError("early_stopping watches a validation metric but train() got no val_loader\n"
@@ -158,7 +187,7 @@ class DistributedTrainer:
         try:
             loop = self._build_loop(model, train_loader, val_loader)
             self._loop = loop
-            return self._run(loop, epochs, checkpoint_interval)
+            return self._run(loop, epochs, checkpoint_interval, checkpoint_unit)
         finally:
             if undo is not None:
                 undo()
@@ -175,10 +204,21 @@ class DistributedTrainer:
         return self._loop.state_dict()
 
     def param_digest(self) -> str:
-        """final_param_digest of the model being trained."""
-        if self._loop is None:
-            raise UserError("param_digest() is available once train() has started")
-        return final_param_digest(self._loop.raw_model)
+        """sha256 of the whole parameters (as final_param_digest); collective: call on every rank."""
+        loop = self._started("param_digest")
+        return tensors_digest(self.comm.full_parameters(loop.raw_model))
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """The whole trained model state as CPU tensors, on every rank (collective)."""
+        loop = self._started("full_state_dict")
+        return self.comm.full_state_dict(loop.raw_model)
+
+    def state_bytes(self) -> dict[str, int]:
+        """Bytes of parameters and of optimizer state held by this rank (its shards when sharded)."""
+        loop = self._started("state_bytes")
+        optimizer_tensors = [value for state in loop.optimizer.state.values() for value in state.values()
+                             if isinstance(value, torch.Tensor)]
+        return {"parameters": local_bytes(loop.raw_model.parameters()), "optimizer": local_bytes(optimizer_tensors)}
 
     def close(self) -> None:
         """Leave the process group this trainer created."""
@@ -192,15 +232,20 @@ class DistributedTrainer:
 
     # -- internals --------------------------------------------------------------------------------
 
+    def _started(self, what: str) -> TrainingLoop:
+        if self._loop is None:
+            raise UserError(f"{what}() is available once train() has started")
+        return self._loop
+
     def _build_loop(self, model: nn.Module, train_loader: DataLoader[Any],
                     val_loader: DataLoader[Any] | None) -> TrainingLoop:
         factory = self.optimizer_factory
         make = OPTIMIZERS[factory] if isinstance(factory, str) else factory
-        optimizer = make(model.parameters(), self.learning_rate)
         early = EarlyStopping.from_config(self.early_stopping_config) if self.early_stopping_config else None
-        checkpoint = self.checkpoint_store.load() if self.checkpoint_store is not None else None
+        checkpoint = self._load_checkpoint()
         loop = TrainingLoop(
-            comm=self.comm, model=model, optimizer=optimizer, device=self.device, loss_fn=self.loss_fn,
+            comm=self.comm, model=model, make_optimizer=lambda params: make(params, self.learning_rate),
+            device=self.device, loss_fn=self.loss_fn,
             train_loader=train_loader, val_loader=val_loader, seed=self.seed, early_stopping=early,
             accumulation_steps=self.accumulation_steps, mixed_precision=self.mixed_precision,
             compression=self.compression, should_stop=self.should_stop, meta=self._meta(),
@@ -210,14 +255,54 @@ class DistributedTrainer:
             log.info("rank %d: resumed from checkpoint at step %d (epoch %d, batch %d)", self.rank,
                      checkpoint.step, loop.progress.epoch, loop.progress.batch)
         self.history = loop.history
+        self.resumed_from = checkpoint.step if checkpoint is not None else None
         return loop
 
-    def _run(self, loop: TrainingLoop, epochs: int, checkpoint_interval: int | None) -> list[dict[str, Any]]:
+    def _load_checkpoint(self) -> Checkpoint | None:
+        """The newest checkpoint every rank can load (for a sharded store: whose shards all ranks have)."""
+        store = self.checkpoint_store
+        if store is None:
+            return None
+        if not store.sharded:
+            return store.load()
+        # A rank killed while saving leaves the others one checkpoint ahead: take the newest step
+        # whose shards all ranks have and can read, and agree on it.
+        common = set.intersection(*(set(steps) for steps in self.comm.all_gather_object(store.steps())))
+        for step in sorted(common, reverse=True):
+            try:
+                checkpoint: Checkpoint | None = store.load(store.path_for(step))
+            except CheckpointError as e:
+                log.warning("rank %d: checkpoint shard unreadable, trying an older step: %s", self.rank, e)
+                checkpoint = None
+            if not self.comm.any_true(checkpoint is None):
+                assert checkpoint is not None
+                self._check_sharded_world(checkpoint)
+                return checkpoint
+        return None
+
+    def _check_sharded_world(self, checkpoint: Checkpoint) -> None:
+        saved = checkpoint.meta.get("world_size")
+        if saved is not None and int(saved) != self.world_size:
+            raise UserError(f"checkpoint {checkpoint.path} holds one shard of {saved} (strategy "
+                            f"{checkpoint.meta.get('strategy')}), but this run has {self.world_size} rank(s)\n"
+                            "HINT: sharded checkpoints resume onto the world size that wrote them; relaunch with "
+                            f"{saved} ranks, or start afresh in a new checkpoint directory")
+
+    def _run(self, loop: TrainingLoop, epochs: int, checkpoint_interval: int | None,
+             checkpoint_unit: str) -> list[dict[str, Any]]:
         ran = False
+        on_step = None
+        if checkpoint_interval and checkpoint_unit == "steps":
+            def on_step() -> None:
+                progress = loop.progress
+                last = progress.epoch + 1 >= epochs and progress.batch >= loop.batches_per_epoch
+                if progress.step % checkpoint_interval == 0 and not last:  # the final save covers the last
+                    self._save(loop, "interval")
+        epoch_interval = checkpoint_interval if checkpoint_unit == "epochs" else None
         while loop.progress.epoch < epochs and not loop.progress.stopped_early:
             ran = True
             started = time.perf_counter()
-            totals = loop.run_epoch()
+            totals = loop.run_epoch(on_step)
             if totals is None:  # should_stop() fired on some rank: all ranks save and leave
                 self._save(loop, "preempted")
                 self.preempted = True
@@ -226,7 +311,7 @@ class DistributedTrainer:
             if self.is_main and self.on_epoch_end is not None:
                 self.on_epoch_end(record)
             done = loop.progress.stopped_early or loop.progress.epoch >= epochs
-            if checkpoint_interval and loop.progress.epoch % checkpoint_interval == 0 and not done:
+            if epoch_interval and loop.progress.epoch % epoch_interval == 0 and not done:
                 self._save(loop, "interval")
         if ran:
             self._save(loop, "final")
@@ -260,7 +345,7 @@ class DistributedTrainer:
         if self.checkpoint_store is None:
             return
         state = loop.state_dict()  # collective
-        if self.is_main:
+        if self.is_main or self.comm.sharded:
             meta = {**self._meta(), "reason": reason, "epoch": loop.progress.epoch, "batch": loop.progress.batch}
             path = self.checkpoint_store.save(state, step=loop.progress.step, meta=meta)
             log.info("checkpoint (%s) at step %d: %s", reason, loop.progress.step, path)
@@ -270,6 +355,14 @@ class DistributedTrainer:
         return {"strategy": self.strategy, "backend": self.backend, "world_size": self.world_size,
                 "num_threads": torch.get_num_threads(), "seed": self.seed,
                 "accumulation_steps": self.accumulation_steps, "environment": self.env.name}
+
+    def _check_store(self) -> None:
+        store = self.checkpoint_store
+        sharded = self.strategy in SHARDED_STRATEGIES
+        if store is not None and store.sharded != sharded:
+            raise UserError(f"strategy {self.strategy!r} needs a {'sharded' if sharded else 'whole-state'} "
+                            f"checkpoint store, got a {'sharded' if store.sharded else 'whole-state'} one\n"
+                            f"HINT: HDF5CheckpointStore(directory, rank=<global rank>, sharded={sharded})")
 
     def _check_topology(self) -> None:
         if self.world_size == 1:

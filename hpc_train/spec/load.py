@@ -153,9 +153,6 @@ def _check_consistency(spec: JobSpec, file: str) -> None:
     if spec.sweep is not None and spec.sweep.metric not in METRICS:
         raise SpecError("unknown sweep metric", file=file, key="sweep.metric", value=spec.sweep.metric,
                         allowed=METRICS)
-    if spec.distributed.strategy in ("model_parallel", "fsdp") and spec.model.is_torch:
-        raise SpecError("sharded (FSDP) training is not available yet", file=file, key="distributed.strategy",
-                        value=spec.distributed.strategy, allowed=["ddp", "data_parallel", "horovod"])
     if spec.distributed.strategy == "data_parallel" and spec.resources.nodes > 1:
         raise SpecError("data_parallel is the single-node form of ddp", file=file, key="distributed.strategy",
                         value="data_parallel", allowed=["ddp", "horovod", "model_parallel"],

@@ -166,6 +166,34 @@ def test_first_run_with_no_checkpoint_starts_from_scratch(reference: Reference, 
     assert meta["reason"] == "final" and step == EPOCHS * STEPS_PER_EPOCH
 
 
+@pytest.mark.timeout(240)
+def test_step_interval_checkpoints_mid_epoch_and_a_crash_resumes_from_the_last_one(
+        reference: Reference, tmp_path: Path) -> None:
+    """checkpoint.unit steps: a checkpoint every 40 optimizer steps, most of them inside an epoch (90
+    steps each). A crash after step 400 (all later files gone) resumes there, at batch 40 of epoch 5."""
+    run_dir, checkpoints = tmp_path / "run", tmp_path / "checkpoints"
+    argv = run_argv(tmp_path / "home", run_dir, "checkpoint.unit=steps", "checkpoint.interval=40",
+                    f"checkpoint.dir={checkpoints}", verbose=True)
+    first = subprocess.run(argv, capture_output=True, text=True, timeout=180, env=env(), check=False)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["param_digests"] == reference.digests()  # checkpointing changed nothing
+    store = HDF5CheckpointStore(checkpoints, keep_last=None)
+    total = EPOCHS * STEPS_PER_EPOCH
+    assert store.steps() == [*range(40, total, 40), total]  # every 40 steps, then the final one
+    metas = {step: store.load(store.path_for(step)).meta for step in (40, 400)}  # type: ignore[union-attr]
+    assert metas[40]["reason"] == "interval" and (metas[40]["epoch"], metas[40]["batch"]) == (0, 40)
+    assert (metas[400]["epoch"], metas[400]["batch"]) == (4, 40)
+
+    for step in store.steps():  # the "crash": nothing after step 400 reached the disk
+        if step > 400:
+            store.path_for(step).unlink()
+    (run_dir / "results.json").unlink()
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=180, env=env(), check=False)
+    assert again.returncode == 0, again.stderr
+    assert "resumed from checkpoint at step 400 (epoch 4, batch 40)" in again.stderr
+    assert json.loads(again.stdout)["param_digests"] == reference.digests()
+
+
 # -- hpc-train submit --executor local -------------------------------------------------------------
 
 

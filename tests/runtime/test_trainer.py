@@ -198,7 +198,7 @@ def test_thread_count_mismatch_warns(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"backend": "tcp"}, "backend 'tcp' is not one of: gloo, nccl, mpi"),
-    ({"strategy": "model_parallel"}, "strategy 'model_parallel' is not one of"),
+    ({"strategy": "pipeline"}, "strategy 'pipeline' is not one of"),
     ({"compression": "int8"}, "compression"),
     ({"optimizer": "lbfgs"}, "optimizer"),
     ({"accumulation_steps": 0}, "accumulation_steps"),

@@ -15,9 +15,11 @@ least one must lie inside an epoch (the resumed run then continued at that batch
   here), so G=5 puts it 25-55 s into each run and the kill one check (30 s) or more later, while a
   larger G would let it land during start-up. The job trains for longer than 55 s (a sleeping twin of
   the MLP with the same arithmetic, tests/slurm/preemption_models.py) and is requeued until it is done;
-- preemption.max_requeues 0: checkpoint, status "preempted", no requeue.
+- preemption.max_requeues 0: checkpoint, status "preempted", no requeue;
+- sharded training (strategy fsdp): one checkpoint file per rank, the same bitwise resume, and a result
+  equal to ddp's to float tolerance with half the state per rank.
 
-The seven jobs are submitted together by one module fixture (the time-limit job, the longest, first)
+The nine jobs are submitted together by one module fixture (the time-limit job, the longest, first)
 and driven from threads, so the runs with and without preemption share the two nodes instead of
 waiting for each other. Each test then asserts on its own jobs.
 """
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from support import PYTHON, REPO, SlurmCluster, require
 
 from hpc_train.checkpoint import HDF5CheckpointStore
@@ -59,6 +62,7 @@ TIME_LIMIT = ["resources.time=00:01:00", "preemption.grace_seconds=5"]
 # Four or more ranks share this machine's two cores: MPI ranks that busy-poll in their waits starve each
 # other (Horovod jobs ran 3x slower); yielding keeps them close to DDP's speed. No effect on the numbers.
 HOROVOD = ["distributed.strategy=horovod", "resources.env.OMPI_MCA_mpi_yield_when_idle='1'"]
+FSDP = ["distributed.strategy=fsdp"]
 DEADLINE_S = 420  # for one job's whole life, pending time included
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
 
@@ -188,7 +192,8 @@ def epoch_lines(job: Job) -> int:
 
 
 def preemption_checkpoints(directory: Path) -> list[dict[str, Any]]:
-    store = HDF5CheckpointStore(directory, keep_last=None)
+    """Meta of rank 0's preemption checkpoints (sharded runs: its shard files, which every rank writes)."""
+    store = HDF5CheckpointStore(directory, keep_last=None, sharded=any(directory.glob("*.rank0.h5")))
     metas = []
     for path in store.list():
         checkpoint = store.load(path)
@@ -241,7 +246,9 @@ def campaign(slurm_cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFacto
     if horovod:
         plan += [("horovod-twice", ["--executor", "slurm"], HOROVOD, drive_twice_preempted),
                  ("horovod-reference", ["--executor", "slurm"], HOROVOD, Campaign.finish)]
-    plan += [("ddp-sbatch", ["--sbatch"], [], drive_batch_shell_preempted),
+    plan += [("fsdp-twice", ["--executor", "slurm"], FSDP, drive_twice_preempted),
+             ("fsdp-reference", ["--executor", "slurm"], FSDP, Campaign.finish),
+             ("ddp-sbatch", ["--sbatch"], [], drive_batch_shell_preempted),
              ("ddp-no-requeue", ["--executor", "slurm"], ["preemption.max_requeues=0"], drive_not_requeued)]
     camp = Campaign(tmp_path_factory.mktemp("preemption"))
     pool = ThreadPoolExecutor(max_workers=len(plan), thread_name_prefix="preemption")
@@ -324,6 +331,30 @@ def test_submitit_horovod_job_preempted_twice_resumes_bitwise(campaign: dict[str
     assert result.job.signals_sent == 2
     assert_resumed_exactly(result, outcome(campaign, "horovod-reference"), preemptions=2)
     assert result.results is not None and result.results["strategy"] == "horovod"
+
+
+@pytest.mark.timeout(DEADLINE_S + 120)
+def test_submitit_fsdp_job_preempted_twice_resumes_bitwise_and_equals_ddp(
+        campaign: dict[str, Future[Outcome]]) -> None:
+    result, reference = outcome(campaign, "fsdp-twice"), outcome(campaign, "fsdp-reference")
+    assert result.job.signals_sent == 2
+    assert_resumed_exactly(result, reference, preemptions=2)
+    assert result.results is not None and result.results["strategy"] == "model_parallel"
+    for rank in (0, 1):  # every rank wrote its own shard of each checkpoint
+        assert HDF5CheckpointStore(result.job.run_dir / "checkpoints", keep_last=None, rank=rank,
+                                   sharded=True).steps()[-1] == EPOCHS * STEPS_PER_EPOCH
+    ddp = outcome(campaign, "ddp-reference").results
+    assert ddp is not None
+    for sharded, whole in zip(result.results["state_bytes"], ddp["state_bytes"], strict=True):
+        for kind in ("parameters", "optimizer"):
+            assert 0.45 < sharded[kind] / whole[kind] < 0.55, (kind, sharded, whole)
+    ours = HDF5CheckpointStore(Path(result.results["model_path"]).parent, prefix="model").load()
+    theirs = HDF5CheckpointStore(Path(ddp["model_path"]).parent, prefix="model").load()
+    assert ours is not None and theirs is not None
+    for name, value in theirs.state["model"].items():
+        torch.testing.assert_close(torch.as_tensor(ours.state["model"][name]), torch.as_tensor(value),
+                                   rtol=1e-4, atol=1e-5, msg=name)
+    assert result.results["accuracy"] == pytest.approx(ddp["accuracy"], abs=0.01)
 
 
 @pytest.mark.timeout(DEADLINE_S + 120)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from hpc_train.runtime.comm.base import COMPRESSIONS, CommBackend, ReduceOp
+from hpc_train.runtime.comm.base import COMPRESSIONS, CommBackend, OptimizerMaker, ReduceOp
 from hpc_train.runtime.comm.ddp import DDPBackend
+from hpc_train.runtime.comm.fsdp import FSDPBackend
 from hpc_train.runtime.comm.horovod import HorovodBackend, import_horovod
 from hpc_train.runtime.comm.local import LocalBackend
 
-__all__ = ["COMPRESSIONS", "CommBackend", "DDPBackend", "HorovodBackend", "LocalBackend", "ReduceOp",
-           "import_horovod"]
+__all__ = ["COMPRESSIONS", "CommBackend", "DDPBackend", "FSDPBackend", "HorovodBackend", "LocalBackend",
+           "OptimizerMaker", "ReduceOp", "import_horovod"]

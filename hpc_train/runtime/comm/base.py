@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 ReduceOp = Literal["sum", "max"]
 COMPRESSIONS = ("none", "fp16")
+OptimizerMaker = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
 
 class CommBackend(ABC):
     """Collectives for one training process; world size 1 needs none of them."""
 
     name: ClassVar[str]
+    # True when each rank holds a different part of the model and optimizer state (FSDP): every
+    # rank then writes its own checkpoint file, and a checkpoint resumes onto the same world size.
+    sharded: ClassVar[bool] = False
 
     @property
     @abstractmethod
@@ -37,13 +42,15 @@ class CommBackend(ABC):
     def prepare(
         self,
         model: nn.Module,
-        optimizer: torch.optim.Optimizer,
+        make_optimizer: OptimizerMaker,
         *,
+        model_state: Mapping[str, Any] | None,
         optimizer_state: Mapping[str, Any] | None,
         compression: str,
         accumulation_steps: int,
     ) -> tuple[nn.Module, torch.optim.Optimizer]:
-        """Wrap model and optimizer for gradient averaging; load optimizer_state; same start on all ranks."""
+        """Wrap the model, build its optimizer, load saved state (this rank's, as model_state() and
+        optimizer_state() gave it); every rank starts from the same parameters."""
 
     @abstractmethod
     def all_reduce(self, tensor: torch.Tensor, op: ReduceOp = "sum") -> torch.Tensor:
@@ -75,6 +82,10 @@ class CommBackend(ABC):
         """Context for one micro-step; with sync=False gradients only accumulate locally."""
         return nullcontext()
 
+    def make_grad_scaler(self, device: torch.device) -> torch.amp.GradScaler:
+        """The float16 loss scaler for mixed precision on `device`."""
+        return torch.amp.GradScaler(device.type)
+
     def optimizer_step(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
         """Apply the averaged gradients (through the AMP grad scaler when there is one)."""
         if scaler is None:
@@ -87,8 +98,59 @@ class CommBackend(ABC):
         """The user's model inside whatever prepare() wrapped around it."""
         return model
 
+    def after_evaluation(self, model: nn.Module) -> None:
+        """Undo what forward passes without a backward left behind (a sharded model's gathered parameters)."""
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def model_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """CPU copies of this rank's model state (all of it unless sharded), for a checkpoint."""
+        return {k: local_cpu_copy(v) for k, v in self.unwrap(model).state_dict().items()}
+
+    def optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        """CPU copy of this rank's optimizer state, for a checkpoint."""
+        state: dict[str, Any] = local_cpu_copy(optimizer.state_dict())
+        return state
+
+    def full_parameters(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """Every parameter whole, by name, on every rank (collective when sharded)."""
+        return {name: param.detach() for name, param in self.unwrap(model).named_parameters()}
+
+    def full_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The whole model state as CPU tensors on every rank (collective when sharded)."""
+        return {k: v.detach().cpu().clone() for k, v in self.unwrap(model).state_dict().items()}
+
+
+def load_model_state(model: nn.Module, state: Mapping[str, Any] | None) -> None:
+    """Load a saved (unsharded) model state into the plain model."""
+    if state is not None:
+        model.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
+
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: Mapping[str, Any] | None) -> None:
     """Load a saved optimizer state (tuples and int keys as the checkpoint store returns them)."""
     if state is not None:
         optimizer.load_state_dict(dict(state))
+
+
+def local_cpu_copy(value: Any) -> Any:
+    """A CPU copy of a tree of tensors; a sharded DTensor contributes this rank's shard."""
+    if isinstance(value, torch.Tensor):
+        local = value.to_local() if isinstance(value, DTensor) else value
+        return local.detach().cpu().clone()
+    if isinstance(value, dict):
+        return {k: local_cpu_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [local_cpu_copy(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(local_cpu_copy(v) for v in value)
+    return value
+
+
+def local_bytes(tensors: Iterable[torch.Tensor]) -> int:
+    """Bytes these tensors occupy on this rank (a sharded DTensor counts its local shard)."""
+    total = 0
+    for tensor in tensors:
+        local = tensor.to_local() if isinstance(tensor, DTensor) else tensor
+        total += local.numel() * local.element_size()
+    return total

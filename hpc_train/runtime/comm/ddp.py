@@ -15,7 +15,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from hpc_train.errors import UserError
-from hpc_train.runtime.comm.base import CommBackend, ReduceOp, load_optimizer_state
+from hpc_train.runtime.comm.base import (
+    CommBackend,
+    OptimizerMaker,
+    ReduceOp,
+    load_model_state,
+    load_optimizer_state,
+)
 from hpc_train.runtime.environments import ClusterEnvironment
 
 log = logging.getLogger(__name__)
@@ -76,13 +82,16 @@ class DDPBackend(CommBackend):
     def prepare(
         self,
         model: nn.Module,
-        optimizer: torch.optim.Optimizer,
+        make_optimizer: OptimizerMaker,
         *,
+        model_state: Mapping[str, Any] | None,
         optimizer_state: Mapping[str, Any] | None,
         compression: str,
         accumulation_steps: int,
     ) -> tuple[nn.Module, torch.optim.Optimizer]:
         """Wrap in DDP (which broadcasts rank 0's parameters); fp16 compression as a comm hook."""
+        load_model_state(model, model_state)
+        optimizer = make_optimizer(model.parameters())
         load_optimizer_state(optimizer, optimizer_state)
         device_ids = [self.device] if self.device.type == "cuda" else None
         ddp = DistributedDataParallel(model, device_ids=device_ids)

@@ -10,7 +10,13 @@ import torch
 from torch import nn
 
 from hpc_train.errors import UserError
-from hpc_train.runtime.comm.base import CommBackend, ReduceOp, load_optimizer_state
+from hpc_train.runtime.comm.base import (
+    CommBackend,
+    OptimizerMaker,
+    ReduceOp,
+    load_model_state,
+    load_optimizer_state,
+)
 from hpc_train.runtime.environments import ClusterEnvironment
 
 INSTALL_HINT = "HINT: build Horovod against the installed torch with scripts/install_horovod.sh"
@@ -56,17 +62,19 @@ class HorovodBackend(CommBackend):
     def prepare(
         self,
         model: nn.Module,
-        optimizer: torch.optim.Optimizer,
+        make_optimizer: OptimizerMaker,
         *,
+        model_state: Mapping[str, Any] | None,
         optimizer_state: Mapping[str, Any] | None,
         compression: str,
         accumulation_steps: int,
     ) -> tuple[nn.Module, torch.optim.Optimizer]:
         """Broadcast rank 0's parameters and optimizer state; wrap the optimizer."""
         hvd = self.hvd
+        load_model_state(model, model_state)
         hvd.broadcast_parameters(model.state_dict(), root_rank=0)
         wrapped = hvd.DistributedOptimizer(
-            optimizer,
+            make_optimizer(model.parameters()),
             named_parameters=model.named_parameters(),
             compression=hvd.Compression.fp16 if compression == "fp16" else hvd.Compression.none,
             backward_passes_per_step=accumulation_steps,

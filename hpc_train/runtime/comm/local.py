@@ -8,7 +8,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from hpc_train.runtime.comm.base import CommBackend, ReduceOp, load_optimizer_state
+from hpc_train.runtime.comm.base import (
+    CommBackend,
+    OptimizerMaker,
+    ReduceOp,
+    load_model_state,
+    load_optimizer_state,
+)
 
 
 class LocalBackend(CommBackend):
@@ -30,13 +36,16 @@ class LocalBackend(CommBackend):
     def prepare(
         self,
         model: nn.Module,
-        optimizer: torch.optim.Optimizer,
+        make_optimizer: OptimizerMaker,
         *,
+        model_state: Mapping[str, Any] | None,
         optimizer_state: Mapping[str, Any] | None,
         compression: str,
         accumulation_steps: int,
     ) -> tuple[nn.Module, torch.optim.Optimizer]:
-        """Load the optimizer state; nothing to wrap."""
+        """Load the saved state; nothing to wrap."""
+        load_model_state(model, model_state)
+        optimizer = make_optimizer(model.parameters())
         load_optimizer_state(optimizer, optimizer_state)
         return model, optimizer
 

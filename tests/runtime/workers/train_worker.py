@@ -4,7 +4,7 @@ Run as `python train_worker.py CONFIG_JSON OUT_DIR` alone (world of one) or unde
 Config keys (all optional): strategy, backend, accumulation_steps, compression, mixed_precision,
 gradient_checkpointing, optimizer, lr, seed, epochs, batch_size, n_samples, n_features, hidden,
 classes, dropout, dataset ("synthetic" | "digits"), checkpoint_dir, checkpoint_interval,
-stop_after_steps (rank 0's should_stop() turns true on that call), record_allreduce,
+checkpoint_unit, stop_after_steps (rank 0's should_stop() turns true on that call), record_allreduce,
 early_stopping, runs (a list of {"name": ..., **overrides}: several trainings one after the other
 in the same processes, each writing <name>_rank<r>.json).
 """
@@ -60,6 +60,17 @@ class Recorder:
 
             hvd_optimizer.allreduce_async_ = hvd_hook
             self.stop = lambda: setattr(hvd_optimizer, "allreduce_async_", original)
+        elif strategy in ("fsdp", "model_parallel"):  # gradients are reduce-scattered
+            import torch.distributed as dist
+
+            original_reduce_scatter = dist.reduce_scatter_single
+
+            def fsdp_hook(*args: Any, **kwargs: Any) -> Any:
+                self._record(kwargs["input"] if "input" in kwargs else args[1])
+                return original_reduce_scatter(*args, **kwargs)
+
+            dist.reduce_scatter_single = fsdp_hook
+            self.stop = lambda: setattr(dist, "reduce_scatter_single", original_reduce_scatter)
         else:
             import torch.distributed as dist
 
@@ -98,7 +109,8 @@ def train_once(cfg: dict[str, Any], out: Path, prefix: str) -> DistributedTraine
     if cfg.get("checkpoint_dir"):
         from hpc_train.checkpoint import HDF5CheckpointStore
 
-        store = HDF5CheckpointStore(cfg["checkpoint_dir"], keep_last=3, rank=env.global_rank)
+        store = HDF5CheckpointStore(cfg["checkpoint_dir"], keep_last=cfg.get("keep_last", 3), rank=env.global_rank,
+                                    sharded=cfg.get("strategy") in ("fsdp", "model_parallel"))
     calls = {"n": 0}
 
     def should_stop() -> bool:
@@ -118,7 +130,7 @@ def train_once(cfg: dict[str, Any], out: Path, prefix: str) -> DistributedTraine
     loader = DataLoader(train, batch_size=cfg.get("batch_size", 16))
     val_loader = DataLoader(val, batch_size=64) if val is not None else None
     history = trainer.train(model, loader, cfg.get("epochs", 2), checkpoint_interval=cfg.get("checkpoint_interval"),
-                            val_loader=val_loader)
+                            val_loader=val_loader, checkpoint_unit=cfg.get("checkpoint_unit", "epochs"))
     if recorder is not None:
         recorder.stop()
     result = {
@@ -127,9 +139,10 @@ def train_once(cfg: dict[str, Any], out: Path, prefix: str) -> DistributedTraine
         "history": [{k: v for k, v in r.items() if k not in ("duration", "samples_per_s")} for r in history],
         "n_params": sum(p.numel() for p in model.parameters()),
         "allreduce": recorder.calls if recorder else None,
+        "state_bytes": trainer.state_bytes(), "resumed_from": trainer.resumed_from,
     }
     rank = trainer.rank
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / f"{prefix}params_rank{rank}.pt")
+    torch.save(trainer.full_state_dict(), out / f"{prefix}params_rank{rank}.pt")
     (out / f"{prefix}rank{rank}.json").write_text(json.dumps(result))
     return trainer
 
