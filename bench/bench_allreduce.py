@@ -39,6 +39,18 @@ VARIANTS: dict[str, tuple[str, dict[str, str], str]] = {
                           "HOROVOD_MPI_THREADS_DISABLE=1 (MPI_THREAD_SINGLE instead of MULTIPLE)"),
     "horovod-affinity": ("horovod", {"HOROVOD_THREAD_AFFINITY": "0,1"}, "HOROVOD_THREAD_AFFINITY=0,1"),
     "horovod-fusion0": ("horovod", {"HOROVOD_FUSION_THRESHOLD": "0"}, "HOROVOD_FUSION_THRESHOLD=0"),
+    "horovod-cycle0": ("horovod", {"HOROVOD_CYCLE_TIME": "0"}, "HOROVOD_CYCLE_TIME=0 (background thread never sleeps)"),
+    "horovod-cycle0.01": ("horovod", {"HOROVOD_CYCLE_TIME": "0.01"}, "HOROVOD_CYCLE_TIME=0.01"),
+    "horovod-cycle0.02": ("horovod", {"HOROVOD_CYCLE_TIME": "0.02"}, "HOROVOD_CYCLE_TIME=0.02"),
+    "horovod-cycle0.05": ("horovod", {"HOROVOD_CYCLE_TIME": "0.05"}, "HOROVOD_CYCLE_TIME=0.05"),
+    "horovod-cycle0.5": ("horovod", {"HOROVOD_CYCLE_TIME": "0.5"}, "HOROVOD_CYCLE_TIME=0.5"),
+    "horovod-cache0": ("horovod", {"HOROVOD_CACHE_CAPACITY": "0"},
+                       "HOROVOD_CACHE_CAPACITY=0 (no response cache: full negotiation every op)"),
+    "horovod-nostall": ("horovod", {"HOROVOD_STALL_CHECK_DISABLE": "1"}, "HOROVOD_STALL_CHECK_DISABLE=1"),
+    "horovod-cycle0.1-fusion0": ("horovod", {"HOROVOD_CYCLE_TIME": "0.1", "HOROVOD_FUSION_THRESHOLD": "0"},
+                                 "HOROVOD_CYCLE_TIME=0.1 + HOROVOD_FUSION_THRESHOLD=0"),
+    "horovod-cycle0.1-nothreads": ("horovod", {"HOROVOD_CYCLE_TIME": "0.1", "HOROVOD_MPI_THREADS_DISABLE": "1"},
+                                   "HOROVOD_CYCLE_TIME=0.1 + HOROVOD_MPI_THREADS_DISABLE=1"),
 }
 
 # The rest are experiments kept for --variants (none moved the numbers beyond the noise here).
@@ -136,6 +148,38 @@ Findings (2026-11-26; the machine is shared, so single launches swing 2-10×, he
   of an idle 16-core host (torch 2.11, lent machine) gloo was 0.27× / 0.87× / 0.86× of mpi4py
   (4.54 / 1.43 / 1.37 GB/s), matching FACTS. No gloo setting closes this; DDP on CPU pays it.
 - Targets: ≥0.9× is met by Horovod at 64 MB only (0.94×); 256 MB 0.86-0.87×; 4 MB and gloo miss.
+
+Horovod 0.28.1 knobs at 4 MB (2026-11-26, load 1.6-4.4; `--sizes-mb 4 64 --rounds 3` and `--sizes-mb 4
+--rounds 5 --variants ...`; every launch counted, not just the best; mpi4py in the same launches: median
+10.0 GB/s, best 12.9). "Stalled" = a launch whose median op took ~25 ms (0.15-0.25 GB/s).
+
+| env var | launches | 4 MB median GB/s (× mpi4py median) | 4 MB best | stalled | 64 MB median |
+|---|---|---|---|---|---|
+| (defaults: HOROVOD_CYCLE_TIME=1 ms) | 9 | 1.51 (0.15×) | 2.45 | 3 | 1.91 |
+| HOROVOD_CYCLE_TIME=0.5 | 4 | 2.77 (0.28×) | 3.14 | 1 | 1.69 |
+| HOROVOD_CYCLE_TIME=0.1 | 9 | 2.10 (0.21×) | 6.88 | 2 | 1.60 |
+| HOROVOD_CYCLE_TIME=0.05 | 5 | 6.18 (0.62×) | 7.47 | 0 | — |
+| **HOROVOD_CYCLE_TIME=0.02** | 9 | **5.03 (0.50×)** | 7.32 | 0 | 1.97 |
+| HOROVOD_CYCLE_TIME=0.01 | 5 | 5.25 (0.52×) | 6.20 | 0 | — |
+| HOROVOD_CYCLE_TIME=0 (never sleeps) | 9 | 1.04 (0.10×) | 1.04 | 0 | 1.60 |
+| HOROVOD_CACHE_CAPACITY=0 | 4 | 1.55 (0.15×) | 2.12 | 1 | 1.66 |
+| HOROVOD_STALL_CHECK_DISABLE=1 | 4 | 1.99 (0.20×) | 2.24 | 0 | 1.71 |
+| HOROVOD_FUSION_THRESHOLD=0 | 3 | 0.17 (0.02×) | 1.93 | 2 | 0.73 |
+| HOROVOD_THREAD_AFFINITY=0,1 | 3 | 1.75 (0.17×) | 2.26 | 0 | 1.87 |
+| CYCLE_TIME=0.1 + FUSION_THRESHOLD=0 | 3 | 2.92 (0.29×) | 5.92 | 0 | 1.95 |
+| CYCLE_TIME=0.1 + MPI_THREADS_DISABLE=1 | 3 | 4.25 (0.42×) | 5.93 | 0 | 1.82 |
+
+- Only the cycle time moves 4 MB: 0.01-0.05 ms triples the median (0.15× → 0.5-0.6× of mpi4py) and
+  no launch stalled; 0 is worse than the default (the background thread spins against the ranks on
+  2 cores). 64 MB is unchanged within the noise (1.6-2.0 GB/s for all); a 256 MB check under load 4
+  (2 launches each) was inconclusive. Nothing reaches 0.9× at 4 MB.
+- Horovod's idle background thread costs CPU whatever the cycle time: with the main thread asleep,
+  each rank used 0.2-0.75 of a core at the default and ~0.5 at 0.02 ms (OpenMPI polls while waiting
+  in the per-cycle coordination); `OMPI_MCA_mpi_yield_when_idle=1` did not change that.
+- Not usable here: HOROVOD_CPU_OPERATIONS=gloo under mpirun segfaults in GlooAllreduce (no gloo
+  context with the MPI controller); HOROVOD_CONTROLLER=gloo under plain mpirun starts two 1-rank
+  worlds (it needs horovodrun's rendezvous). 0.28.1 has no other spin/sleep knob (its library
+  reads no HOROVOD_SPIN-like variable).
 """
 
 
@@ -152,19 +196,6 @@ def render(results: dict[str, dict[str, float]], sizes_mb: list[int], rounds: in
             f"2 ranks under mpirun, float32, in-place sum, median of each launch, best of {rounds} launches "
             "taking turns; each variant its own mpirun; OMP_NUM_THREADS=1)."
             "\n\n" + "\n".join(rows) + "\n" + NOTES)
-
-
-def write_section(path: Path, section: str, heading: str) -> None:
-    """Replace (or append) one `## ` section of a markdown file, leaving the others alone."""
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, ln in enumerate(lines) if ln.strip() == heading), None)
-    if start is None:
-        path.write_text(text.rstrip("\n") + "\n\n" + section)
-        return
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    tail = "".join(lines[end:])
-    path.write_text("".join(lines[:start]) + section + ("\n" + tail if tail else ""))
 
 
 def main() -> None:
@@ -191,7 +222,9 @@ def main() -> None:
     section = render(results, args.sizes_mb, args.rounds)
     print(section)
     if args.write:
-        write_section(REPO / "bench" / "RESULTS.md", section, SECTION)
+        from _results import write_section
+
+        write_section(REPO / "bench" / "RESULTS.md", section)
 
 
 if __name__ == "__main__":

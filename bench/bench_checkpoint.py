@@ -13,7 +13,6 @@ import argparse
 import datetime
 import os
 import platform
-import re
 import shutil
 import statistics
 import subprocess
@@ -167,17 +166,6 @@ def report(res: dict[str, Any], repeats: int) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace this benchmark's `## Checkpoints` section of RESULTS.md, leaving the others alone."""
-    text = path.read_text() if path.exists() else "# Benchmark results\n\n"
-    pattern = re.compile(r"^## Checkpoints\n.*?(?=^## |\Z)", re.DOTALL | re.MULTILINE)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text.rstrip("\n") + "\n")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mb", type=int, default=512, help="state size in MB (default 512)")
@@ -195,6 +183,8 @@ def main() -> None:
     section = report(res, args.repeats)
     print(section)
     if args.results:
+        from _results import write_section
+
         write_section(args.results, section)
 
 

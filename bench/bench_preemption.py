@@ -171,9 +171,9 @@ def main() -> None:
     section = render(runs)
     print(section)
     if args.write:
-        from bench_allreduce import write_section
+        from _results import write_section
 
-        write_section(REPO / "bench" / "RESULTS.md", section, SECTION)
+        write_section(REPO / "bench" / "RESULTS.md", section)
 
 
 if __name__ == "__main__":

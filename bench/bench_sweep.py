@@ -16,7 +16,6 @@ import argparse
 import datetime
 import os
 import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -87,15 +86,17 @@ def main() -> None:
     ]
     print("\n".join(lines))
     if args.results:
-        write_section(args.results, args, ours, theirs, wall_ours, wall_theirs, ratio, load)
+        from _results import write_section
+
+        write_section(args.results, render(args, ours, theirs, wall_ours, wall_theirs, ratio, load))
 
 
-def write_section(path: Path, args: argparse.Namespace, ours: list[dict[str, Any]], theirs: list[dict[str, Any]],
-                  wall_ours: float, wall_theirs: float, ratio: float, load: float) -> None:
-    """Replace (or append) the `## Sweeps` section of RESULTS.md, leaving the other sections alone."""
+def render(args: argparse.Namespace, ours: list[dict[str, Any]], theirs: list[dict[str, Any]],
+           wall_ours: float, wall_theirs: float, ratio: float, load: float) -> str:
+    """The `## Sweeps` section of RESULTS.md."""
     today = datetime.date.today().isoformat()
     runs = ", ".join(f"{a['wall']:.1f} s / {b['wall']:.1f} s" for a, b in zip(ours, theirs))
-    body = f"""{SECTION}
+    return f"""{SECTION}
 
 `.venv/bin/python bench/bench_sweep.py --cv {args.cv} --repeats {args.repeats}` — {today}, machine
 `{platform.node()}`, {os.cpu_count()} cores, load average {load:.1f} at the end (the machine was shared
@@ -114,13 +115,6 @@ hpc-train's fixed cost is ~3 s (importing scikit-learn to check the grid, one Py
 claiming trials through the journal, polling for the end), so it is near 1.3x when the grid itself
 takes ~9 s and falls as the grid grows.
 """
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.DOTALL | re.MULTILINE)
-    if pattern.search(text):
-        text = pattern.sub(body + "\n", text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + body
-    path.write_text(text.rstrip("\n") + "\n")
 
 
 if __name__ == "__main__":

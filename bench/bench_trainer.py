@@ -148,9 +148,9 @@ def main() -> None:
                f"pair ratios range {spread}.\n\n" + "\n".join(rows) + "\n" + NOTES)
     print(section)
     if args.write:
-        from bench_allreduce import write_section
+        from _results import write_section
 
-        write_section(REPO / "bench" / "RESULTS.md", section, SECTION)
+        write_section(REPO / "bench" / "RESULTS.md", section)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ PY="${PYTHON:-python3}"
 VENV="$REPO/.venv"
 TORCH_SPEC="torch==2.13.0"   # installed first and alone: any looser spec makes pip fetch a CUDA build
 APT_PACKAGES=(openmpi-bin libopenmpi-dev slurm-wlm slurmdbd slurm-client munge mariadb-server mariadb-client
-              libpmix-dev util-linux procps cmake g++)
+              libpmix-dev util-linux procps cmake g++ iproute2)
 
 log() { echo "setup: $*" >&2; }
 
