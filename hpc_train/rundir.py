@@ -44,6 +44,7 @@ class RunDirectory:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._metrics_replay_checked = False
 
     def __repr__(self) -> str:
         return f"RunDirectory({str(self.path)!r})"
@@ -75,8 +76,22 @@ class RunDirectory:
         write_json_atomic(self.path / "status.json", current)
 
     def append_metrics(self, record: dict[str, Any]) -> None:
-        """Append one epoch's metrics as a JSON line."""
-        with (self.path / "metrics.jsonl").open("a") as handle:
+        """Append one epoch's metrics as a JSON line; each epoch appears once.
+
+        A run resumed from a checkpoint older than its last logged epoch (after a crash: no
+        checkpoint at the stop) trains those epochs again, so the first append of a process drops
+        the lines of its epoch and later ones before writing.
+        """
+        path = self.path / "metrics.jsonl"
+        if not self._metrics_replay_checked and "epoch" in record:
+            self._metrics_replay_checked = True
+            logged = self.metrics()
+            kept = [line for line in logged if int(line.get("epoch", 0)) < int(record["epoch"])]
+            if len(kept) < len(logged):
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                tmp.write_text("".join(json.dumps(line, default=float) + "\n" for line in kept))
+                os.replace(tmp, path)
+        with path.open("a") as handle:
             handle.write(json.dumps({"time": time.time(), **record}, default=float) + "\n")
 
     def write_progress(self, *, epoch: int, epochs: int, step: int, total_steps: int, started: float,

@@ -192,6 +192,8 @@ def test_step_interval_checkpoints_mid_epoch_and_a_crash_resumes_from_the_last_o
     assert again.returncode == 0, again.stderr
     assert "resumed from checkpoint at step 400 (epoch 4, batch 40)" in again.stderr
     assert json.loads(again.stdout)["param_digests"] == reference.digests()
+    # Epochs 5-8 ran twice; metrics.jsonl keeps the second run's lines only, each epoch once.
+    assert epochs_logged(run_dir) == list(range(1, EPOCHS + 1))
 
 
 # -- hpc-train submit --executor local -------------------------------------------------------------
