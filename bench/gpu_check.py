@@ -1,7 +1,10 @@
-"""GPU check (run on a lent GPU machine, never in CI): DDP over NCCL with fp16 AMP and the fp16
-compress hook, through hpc-train's DistributedTrainer, on scikit-learn's digits.
+"""GPU check (run on a lent GPU machine, never in CI): DDP (or FSDP) over NCCL with fp16 AMP and
+fp16 gradient compression, through hpc-train's DistributedTrainer, on scikit-learn's digits.
 
-    torchrun --nproc_per_node=1 bench/gpu_check.py --out result.json
+    torchrun --nproc_per_node=1 bench/gpu_check.py --out result.json [--strategy fsdp]
+
+With --strategy fsdp the model is sharded by fully_shard over an NCCL mesh, the loss scaler is
+torch's ShardedGradScaler and gradients are reduce-scattered in float16.
 
 Records the device, backend, AMP dtype, GradScaler use, final accuracy and step throughput. It uses
 the trainer directly (not a YAML spec) so it runs on an image without hpc-train's CLI dependencies.
@@ -25,6 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--strategy", choices=["ddp", "fsdp"], default="ddp")
     args = parser.parse_args()
     assert torch.cuda.is_available(), "this check needs a CUDA GPU"
     digits = load_digits()
@@ -32,15 +36,16 @@ def main() -> None:
     y = torch.tensor(digits.target, dtype=torch.int64)
     train = TensorDataset(x[:1400], y[:1400])
     val = TensorDataset(x[1400:], y[1400:])
-    trainer = DistributedTrainer(backend="nccl", strategy="ddp", num_gpus=1, mixed_precision=True,
+    trainer = DistributedTrainer(backend="nccl", strategy=args.strategy, num_gpus=1, mixed_precision=True,
                                  compression="fp16", learning_rate=3e-3, seed=0)
     if trainer.world_size == 1:
-        # One GPU: force a one-rank NCCL group so DDP, its bucketed allreduce and the fp16 compress
-        # hook really run (the trainer would otherwise skip the process group for a world of 1).
-        from hpc_train.runtime.comm import DDPBackend
+        # One GPU: force a one-rank NCCL group so DDP (or FSDP), its collectives and the fp16
+        # compression really run (the trainer would otherwise skip the process group for a world of 1).
+        from hpc_train.runtime.comm import DDPBackend, FSDPBackend
 
+        backend = FSDPBackend if args.strategy == "fsdp" else DDPBackend
         trainer.comm.close()
-        trainer.comm = DDPBackend(trainer.env, backend="nccl", device=trainer.device)
+        trainer.comm = backend(trainer.env, backend="nccl", device=trainer.device)
         trainer.comm.setup()
     model = MLP(64, [512, 256], 10)
     started = time.perf_counter()
@@ -53,8 +58,8 @@ def main() -> None:
         "device": torch.cuda.get_device_name(0), "torch": torch.__version__,
         "nccl": ".".join(map(str, torch.cuda.nccl.version())), "backend": torch.distributed.get_backend()
         if torch.distributed.is_initialized() else "none (world of 1)",
-        "world_size": trainer.world_size, "amp": True, "compression": "fp16",
-        "grad_scaler": getattr(loop, "scaler", None) is not None if loop is not None else None,
+        "world_size": trainer.world_size, "strategy": args.strategy, "amp": True, "compression": "fp16",
+        "grad_scaler": type(loop.scaler).__name__ if loop is not None and loop.scaler is not None else None,
         "first_loss": history[0]["loss"], "last_loss": history[-1]["loss"],
         "val_accuracy": history[-1]["val_accuracy"], "epochs": len(history), "seconds": round(seconds, 2),
         "param_digest": trainer.param_digest(),
