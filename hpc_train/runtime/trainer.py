@@ -267,7 +267,8 @@ class DistributedTrainer:
             return store.load()
         # A rank killed while saving leaves the others one checkpoint ahead: take the newest step
         # whose shards all ranks have and can read, and agree on it.
-        common = set.intersection(*(set(steps) for steps in self.comm.all_gather_object(store.steps())))
+        per_rank = self.comm.all_gather_object(store.steps())
+        common = set.intersection(*(set(steps) for steps in per_rank))
         for step in sorted(common, reverse=True):
             try:
                 checkpoint: Checkpoint | None = store.load(store.path_for(step))
@@ -276,15 +277,28 @@ class DistributedTrainer:
                 checkpoint = None
             if not self.comm.any_true(checkpoint is None):
                 assert checkpoint is not None
-                self._check_sharded_world(checkpoint)
+                self._check_sharded_world(str(checkpoint.path), checkpoint.meta)
                 return checkpoint
+        if per_rank[0]:
+            # Nothing common, yet rank 0 has shards: the first save was torn (start afresh), unless
+            # they came from a smaller world, whose missing ranks explain the gap (refuse).
+            newest: tuple[str, dict[str, Any]] | None = None
+            if self.is_main:
+                try:
+                    found = store.load(store.path_for(per_rank[0][-1]))
+                    newest = (str(found.path), found.meta) if found is not None else None
+                except CheckpointError:
+                    newest = None
+            newest = self.comm.all_gather_object(newest)[0]
+            if newest is not None:
+                self._check_sharded_world(*newest)
         return None
 
-    def _check_sharded_world(self, checkpoint: Checkpoint) -> None:
-        saved = checkpoint.meta.get("world_size")
+    def _check_sharded_world(self, path: str, meta: Mapping[str, Any]) -> None:
+        saved = meta.get("world_size")
         if saved is not None and int(saved) != self.world_size:
-            raise UserError(f"checkpoint {checkpoint.path} holds one shard of {saved} (strategy "
-                            f"{checkpoint.meta.get('strategy')}), but this run has {self.world_size} rank(s)\n"
+            raise UserError(f"checkpoint {path} holds one shard of {saved} (strategy {meta.get('strategy')}), but "
+                            f"this run has {self.world_size} rank(s)\n"
                             "HINT: sharded checkpoints resume onto the world size that wrote them; relaunch with "
                             f"{saved} ranks, or start afresh in a new checkpoint directory")
 

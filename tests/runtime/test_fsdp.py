@@ -81,6 +81,10 @@ def test_a_sharded_checkpoint_refuses_another_world_size(tmp_path: Path) -> None
     assert alone.returncode != 0
     assert "holds one shard of 2 (strategy fsdp), but this run has 1 rank(s)" in alone.stderr, alone.stderr[-3000:]
     assert "relaunch with 2 ranks" in alone.stderr
+    # A larger world: ranks 2 and up find no shards of theirs, rank 0 finds its shard of a 2-rank run.
+    with pytest.raises(AssertionError, match="holds one shard of 2 \\(strategy fsdp\\), but this run has 3"):
+        run_ranks({**COMMON, "strategy": "fsdp", "epochs": 2, "checkpoint_dir": checkpoints}, tmp_path / "three",
+                  np=3)
     # Nothing was overwritten: the two shards of the last step are still there and load.
     for rank in (0, 1):
         store = HDF5CheckpointStore(checkpoints, keep_last=None, rank=rank, sharded=True)
