@@ -24,6 +24,7 @@ from hpc_train.runtime.comm import (
     LocalBackend,
 )
 from hpc_train.runtime.comm.base import local_bytes
+from hpc_train.runtime.comm.fsdp import RESHARD_HINT
 from hpc_train.runtime.early_stopping import EarlyStopping
 from hpc_train.runtime.environments import ClusterEnvironment, detect_environment
 from hpc_train.runtime.loop import EpochTotals, TrainingLoop
@@ -298,9 +299,7 @@ class DistributedTrainer:
         saved = meta.get("world_size")
         if saved is not None and int(saved) != self.world_size:
             raise UserError(f"checkpoint {path} holds one shard of {saved} (strategy {meta.get('strategy')}), but "
-                            f"this run has {self.world_size} rank(s)\n"
-                            "HINT: sharded checkpoints resume onto the world size that wrote them; relaunch with "
-                            f"{saved} ranks, or start afresh in a new checkpoint directory")
+                            f"this run has {self.world_size} rank(s)\n{RESHARD_HINT}")
 
     def _run(self, loop: TrainingLoop, epochs: int, checkpoint_interval: int | None,
              checkpoint_unit: str) -> list[dict[str, Any]]:
