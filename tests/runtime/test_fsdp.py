@@ -70,6 +70,14 @@ def test_step_checkpoints_resume_from_the_newest_step_every_rank_has(tmp_path: P
     assert {r["digest"] for r in resumed} == {straight[0]["digest"]}
     assert resumed[0]["history"] == straight[0]["history"]
 
+    # Rank 1 has no shard at all (its very first save was lost), rank 0 has all of its own: nothing is
+    # common, the shards were written by this world size, so the run starts afresh rather than refusing.
+    for step in stores[1].steps():
+        stores[1].path_for(step).unlink()
+    afresh = run_ranks(stepped, tmp_path / "afresh", np=2)
+    assert [r["resumed_from"] for r in afresh] == [None, None]
+    assert {r["digest"] for r in afresh} == {straight[0]["digest"]}
+
 
 def test_a_sharded_checkpoint_refuses_another_world_size(tmp_path: Path) -> None:
     checkpoints = str(tmp_path / "checkpoints")
