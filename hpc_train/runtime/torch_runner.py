@@ -71,26 +71,26 @@ def train_torch(spec: JobSpec, data: Dataset, run_dir: RunDirectory, env: Cluste
     early = spec.training.early_stopping.model_dump() if spec.training.early_stopping else None
     backend = spec.distributed.backend if spec.distributed.backend != "auto" else (
         "nccl" if spec.resources.gpus_per_node and torch.cuda.is_available() else "gloo")
-    if True:  # the guard was installed by the worker before anything slow happened
-        trainer = DistributedTrainer(
-            backend=backend, strategy=strategy, num_gpus=spec.resources.gpus_per_node,
-            accumulation_steps=spec.training.accumulation_steps, mixed_precision=spec.training.mixed_precision,
-            gradient_checkpointing=spec.training.gradient_checkpointing, compression=spec.distributed.compression,
-            learning_rate=spec.training.learning_rate, optimizer=spec.training.optimizer, seed=spec.training.seed,
-            early_stopping=early, checkpoint_store=store, should_stop=guard, on_epoch_end=progress.epoch_done,
-            environment=env)
-        try:
-            history = trainer.train(model, train_loader, epochs, checkpoint_interval=spec.checkpoint.interval,
-                                    val_loader=val_loader, checkpoint_unit=spec.checkpoint.unit)
-            if trainer.preempted:
-                return _preempted(spec, run_dir, trainer.is_main, guard)
-            # Collectives, every rank: a sharded model is gathered whole for the digest and the export.
-            digests = trainer.comm.all_gather_object(trainer.param_digest())
-            hosts = trainer.comm.all_gather_object(socket.gethostname())
-            state_bytes = trainer.comm.all_gather_object(trainer.state_bytes())
-            final_state = trainer.full_state_dict()
-        finally:
-            trainer.close()
+    # The preemption guard was installed by the worker before anything slow happened.
+    trainer = DistributedTrainer(
+        backend=backend, strategy=strategy, num_gpus=spec.resources.gpus_per_node,
+        accumulation_steps=spec.training.accumulation_steps, mixed_precision=spec.training.mixed_precision,
+        gradient_checkpointing=spec.training.gradient_checkpointing, compression=spec.distributed.compression,
+        learning_rate=spec.training.learning_rate, optimizer=spec.training.optimizer, seed=spec.training.seed,
+        early_stopping=early, checkpoint_store=store, should_stop=guard, on_epoch_end=progress.epoch_done,
+        environment=env)
+    try:
+        history = trainer.train(model, train_loader, epochs, checkpoint_interval=spec.checkpoint.interval,
+                                val_loader=val_loader, checkpoint_unit=spec.checkpoint.unit)
+        if trainer.preempted:
+            return _preempted(spec, run_dir, trainer.is_main, guard)
+        # Collectives, every rank: a sharded model is gathered whole for the digest and the export.
+        digests = trainer.comm.all_gather_object(trainer.param_digest())
+        hosts = trainer.comm.all_gather_object(socket.gethostname())
+        state_bytes = trainer.comm.all_gather_object(trainer.state_bytes())
+        final_state = trainer.full_state_dict()
+    finally:
+        trainer.close()
     results: dict[str, Any] = {}
     if env.global_rank == 0:
         plain = build_torch_model(spec, data)  # unsharded, unwrapped: evaluated and saved in one process
