@@ -38,7 +38,6 @@ class CommBackend(ABC):
     def setup(self) -> None:
         """Join the group of ranks (idempotent)."""
 
-    @abstractmethod
     def prepare(
         self,
         model: nn.Module,
@@ -49,8 +48,29 @@ class CommBackend(ABC):
         compression: str,
         accumulation_steps: int,
     ) -> tuple[nn.Module, torch.optim.Optimizer]:
-        """Wrap the model, build its optimizer, load saved state (this rank's, as model_state() and
-        optimizer_state() gave it); every rank starts from the same parameters."""
+        """Wrap the model, build its optimizer over the wrapped parameters, load saved state (this
+        rank's, as model_state() and optimizer_state() gave it); every rank starts alike.
+
+        Backends change the steps below, not this order.
+        """
+        model = self.wrap_model(model, model_state, compression)
+        optimizer = self.wrap_optimizer(make_optimizer(model.parameters()), model, compression, accumulation_steps)
+        self.load_optimizer(optimizer, optimizer_state)
+        return model, optimizer
+
+    def wrap_model(self, model: nn.Module, model_state: Mapping[str, Any] | None, compression: str) -> nn.Module:
+        """Load the saved state; a backend puts its gradient-averaging wrapper around the model here."""
+        load_model_state(model, model_state)
+        return model
+
+    def wrap_optimizer(self, optimizer: torch.optim.Optimizer, model: nn.Module, compression: str,
+                       accumulation_steps: int) -> torch.optim.Optimizer:
+        """The optimizer the loop steps (a backend that averages in the optimizer wraps it here)."""
+        return optimizer
+
+    def load_optimizer(self, optimizer: torch.optim.Optimizer, state: Mapping[str, Any] | None) -> None:
+        """Load this rank's saved optimizer state, if any."""
+        load_optimizer_state(optimizer, state)
 
     @abstractmethod
     def all_reduce(self, tensor: torch.Tensor, op: ReduceOp = "sum") -> torch.Tensor:

@@ -18,10 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from hpc_train.errors import UserError
 from hpc_train.runtime.comm.base import (
     CommBackend,
-    OptimizerMaker,
     ReduceOp,
-    load_model_state,
-    load_optimizer_state,
 )
 from hpc_train.runtime.environments import ClusterEnvironment
 
@@ -80,25 +77,14 @@ class DDPBackend(CommBackend):
         # without an active exception") after training succeeded.
         atexit.register(self.close)
 
-    def prepare(
-        self,
-        model: nn.Module,
-        make_optimizer: OptimizerMaker,
-        *,
-        model_state: Mapping[str, Any] | None,
-        optimizer_state: Mapping[str, Any] | None,
-        compression: str,
-        accumulation_steps: int,
-    ) -> tuple[nn.Module, torch.optim.Optimizer]:
-        """Wrap in DDP (which broadcasts rank 0's parameters); fp16 compression as a comm hook."""
-        load_model_state(model, model_state)
-        optimizer = make_optimizer(model.parameters())
-        load_optimizer_state(optimizer, optimizer_state)
+    def wrap_model(self, model: nn.Module, model_state: Mapping[str, Any] | None, compression: str) -> nn.Module:
+        """Load, then wrap in DDP (which broadcasts rank 0's parameters); fp16 compression as a comm hook."""
+        model = super().wrap_model(model, model_state, compression)
         device_ids = [self.device] if self.device.type == "cuda" else None
         ddp = DistributedDataParallel(model, device_ids=device_ids)
         if compression == "fp16":
             ddp.register_comm_hook(state={}, hook=fp16_compress_hook)
-        return ddp, optimizer
+        return ddp
 
     def sync_gradients(self, model: nn.Module, sync: bool) -> AbstractContextManager[Any]:
         """DDP's no_sync() on micro-steps inside an accumulation window."""

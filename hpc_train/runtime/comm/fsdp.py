@@ -23,7 +23,6 @@ from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
 from torch.distributed.tensor import DTensor
 
 from hpc_train.errors import UserError
-from hpc_train.runtime.comm.base import OptimizerMaker
 from hpc_train.runtime.comm.ddp import DDPBackend
 
 RESHARD_HINT = ("HINT: sharded checkpoints resume onto the world size that wrote them; relaunch with that "
@@ -36,17 +35,8 @@ class FSDPBackend(DDPBackend):
     name = "fsdp"
     sharded = True
 
-    def prepare(
-        self,
-        model: nn.Module,
-        make_optimizer: OptimizerMaker,
-        *,
-        model_state: Mapping[str, Any] | None,
-        optimizer_state: Mapping[str, Any] | None,
-        compression: str,
-        accumulation_steps: int,
-    ) -> tuple[nn.Module, torch.optim.Optimizer]:
-        """Shard block by block, then the root; the optimizer is built over the shards."""
+    def wrap_model(self, model: nn.Module, model_state: Mapping[str, Any] | None, compression: str) -> nn.Module:
+        """Shard block by block, then the root; then load this rank's saved shards."""
         # Every rank must shard the same starting parameters: rank 0's, as DDP and Horovod start.
         with torch.no_grad():
             for tensor in model.state_dict().values():
@@ -59,10 +49,12 @@ class FSDPBackend(DDPBackend):
         fully_shard(model, mesh=mesh, mp_policy=policy)
         if model_state is not None:
             self._load_model_shards(model, model_state)
-        optimizer = make_optimizer(model.parameters())
-        if optimizer_state is not None:
-            optimizer.load_state_dict(_as_sharded(optimizer, optimizer_state))
-        return model, optimizer
+        return model
+
+    def load_optimizer(self, optimizer: torch.optim.Optimizer, state: Mapping[str, Any] | None) -> None:
+        """Load this rank's optimizer shards as DTensors placed like their parameters."""
+        if state is not None:
+            optimizer.load_state_dict(_as_sharded(optimizer, state))
 
     def sync_gradients(self, model: nn.Module, sync: bool) -> AbstractContextManager[Any]:
         """Inside an accumulation window gradients stay unsharded and local; reduced at its end."""

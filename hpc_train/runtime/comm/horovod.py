@@ -12,9 +12,7 @@ from torch import nn
 from hpc_train.errors import UserError
 from hpc_train.runtime.comm.base import (
     CommBackend,
-    OptimizerMaker,
     ReduceOp,
-    load_model_state,
     load_optimizer_state,
 )
 from hpc_train.runtime.environments import ClusterEnvironment
@@ -59,22 +57,18 @@ class HorovodBackend(CommBackend):
                             f"{self.env.global_rank} of {self.env.world_size}\n"
                             "HINT: start Horovod ranks with mpirun, srun --mpi=pmix or horovodrun")
 
-    def prepare(
-        self,
-        model: nn.Module,
-        make_optimizer: OptimizerMaker,
-        *,
-        model_state: Mapping[str, Any] | None,
-        optimizer_state: Mapping[str, Any] | None,
-        compression: str,
-        accumulation_steps: int,
-    ) -> tuple[nn.Module, torch.optim.Optimizer]:
-        """Broadcast rank 0's parameters and optimizer state; wrap the optimizer."""
+    def wrap_model(self, model: nn.Module, model_state: Mapping[str, Any] | None, compression: str) -> nn.Module:
+        """Load, then broadcast rank 0's parameters (Horovod averages in the optimizer, not the model)."""
+        model = super().wrap_model(model, model_state, compression)
+        self.hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+        return model
+
+    def wrap_optimizer(self, optimizer: torch.optim.Optimizer, model: nn.Module, compression: str,
+                       accumulation_steps: int) -> torch.optim.Optimizer:
+        """hvd.DistributedOptimizer with backward_passes_per_step = the accumulation window."""
         hvd = self.hvd
-        load_model_state(model, model_state)
-        hvd.broadcast_parameters(model.state_dict(), root_rank=0)
-        wrapped = hvd.DistributedOptimizer(
-            make_optimizer(model.parameters()),
+        return hvd.DistributedOptimizer(
+            optimizer,
             named_parameters=model.named_parameters(),
             compression=hvd.Compression.fp16 if compression == "fp16" else hvd.Compression.none,
             backward_passes_per_step=accumulation_steps,
@@ -82,14 +76,15 @@ class HorovodBackend(CommBackend):
             # pass over every gradient buffer, 15-20% of the allreduce time at 64-256 MB here.
             op=hvd.Sum,
         )
-        # DistributedOptimizer rebuilds the optimizer from its param_groups, dropping its state: load after.
-        load_optimizer_state(wrapped, optimizer_state)
+
+    def load_optimizer(self, optimizer: torch.optim.Optimizer, state: Mapping[str, Any] | None) -> None:
+        """Load (DistributedOptimizer rebuilt the optimizer, dropping its state), then broadcast rank 0's."""
+        load_optimizer_state(optimizer, state)
         # A fresh optimizer is identical everywhere already. Broadcasting an empty state would make
         # Horovod take a zero-gradient step to create it, bumping Adam's step count and applying
         # weight decay once, so a 1-rank run and an N-rank run would no longer match.
-        if wrapped.state_dict()["state"]:
-            hvd.broadcast_optimizer_state(wrapped, root_rank=0)
-        return model, wrapped
+        if optimizer.state_dict()["state"]:
+            self.hvd.broadcast_optimizer_state(optimizer, root_rank=0)
 
     @property
     def loss_factor(self) -> float:
