@@ -23,6 +23,7 @@ from hpc_train.models.mlp import MLP
 from hpc_train.rundir import RunDirectory
 from hpc_train.runtime.environments import ClusterEnvironment
 from hpc_train.runtime.preemption import PreemptionGuard, request_requeue, restart_count
+from hpc_train.runtime.state import tensors_digest
 from hpc_train.spec.model import JobSpec
 from hpc_train.status import JobStatus
 
@@ -84,11 +85,13 @@ def train_torch(spec: JobSpec, data: Dataset, run_dir: RunDirectory, env: Cluste
                                 val_loader=val_loader, checkpoint_unit=spec.checkpoint.unit)
         if trainer.preempted:
             return _preempted(spec, run_dir, trainer.is_main, guard)
-        # Collectives, every rank: a sharded model is gathered whole for the digest and the export.
-        digests = trainer.comm.all_gather_object(trainer.param_digest())
+        # Collectives, every rank: a sharded model is gathered whole once, for the digest and the export.
+        final_state = trainer.full_state_dict()
+        parameter_names = {name for name, _ in model.named_parameters()}
+        digest = tensors_digest({name: value for name, value in final_state.items() if name in parameter_names})
+        digests = trainer.comm.all_gather_object(digest)
         hosts = trainer.comm.all_gather_object(socket.gethostname())
         state_bytes = trainer.comm.all_gather_object(trainer.state_bytes())
-        final_state = trainer.full_state_dict()
     finally:
         trainer.close()
     results: dict[str, Any] = {}
