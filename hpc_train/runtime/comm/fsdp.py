@@ -37,10 +37,10 @@ class FSDPBackend(DDPBackend):
 
     def wrap_model(self, model: nn.Module, model_state: Mapping[str, Any] | None, compression: str) -> nn.Module:
         """Shard block by block, then the root; then load this rank's saved shards."""
-        # Every rank must shard the same starting parameters: rank 0's, as DDP and Horovod start.
-        with torch.no_grad():
-            for tensor in model.state_dict().values():
-                dist.broadcast(tensor, src=0)
+        if model_state is None:  # a fresh start: every rank shards rank 0's parameters, as DDP and Horovod start
+            with torch.no_grad():
+                for tensor in model.state_dict().values():
+                    dist.broadcast(tensor, src=0)
         mesh = init_device_mesh(self.device.type, (self.world_size,))
         policy = MixedPrecisionPolicy(reduce_dtype=torch.float16 if compression == "fp16" else None)
         blocks = getattr(model, "blocks", None)
