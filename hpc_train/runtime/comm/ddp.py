@@ -113,8 +113,16 @@ class DDPBackend(CommBackend):
         dist.barrier()
 
     def close(self) -> None:
-        """Destroy the process group if this backend created it."""
+        """Destroy the process group if this backend created it, once every rank has come to it."""
         if self._owns_group and dist.is_initialized():
+            if self.backend == "gloo":
+                # A rank that tears its gloo connections down while a peer still holds the group can
+                # abort that peer at exit ("terminate called without an active exception", seen once
+                # in ~40 two-rank FSDP runs). Bounded: a rank that died must not hang the others here.
+                try:
+                    dist.monitored_barrier(timeout=timedelta(seconds=30))
+                except RuntimeError as exc:
+                    log.warning("not every rank reached the end of training: %s", exc)
             dist.destroy_process_group()
         self._owns_group = False
 
