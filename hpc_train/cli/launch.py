@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from hpc_train.cli.common import add_spec_arguments, spec_from_args
 from hpc_train.commands import run_command
 from hpc_train.jobs import prepare_job
-from hpc_train.render import worker_command
+from hpc_train.render import job_environment, worker_command
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -30,13 +31,15 @@ def run(args: argparse.Namespace) -> int:
     spec, base = spec_from_args(args)
     run_dir = args.run_dir or Path(spec.output_dir) / f"{spec.name}-np{args.np}"
     prepared = prepare_job(spec, base_dir=base, run_dir=run_dir, write=not args.dry_run)
-    argv = mpirun_command(args.np, worker_command(prepared.spec, prepared.context))
+    env = job_environment(prepared.spec, prepared.context)  # what a submitted job exports, resources.env too
+    argv = mpirun_command(args.np, worker_command(prepared.spec, prepared.context), forward=list(env),
+                          environ={**os.environ, **env})
     if args.dry_run:
         import shlex
 
-        print(shlex.join(argv))
+        print(" ".join(f"{name}={shlex.quote(value)}" for name, value in env.items()), shlex.join(argv))
         return 0
-    result = run_command(argv, timeout=7 * 86400, check=False)
+    result = run_command(argv, timeout=7 * 86400, check=False, env=env)
     sys.stdout.write(result.stdout)
     sys.stderr.write(result.stderr[-20000:])
     if result.returncode == 0:

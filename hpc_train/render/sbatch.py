@@ -52,9 +52,19 @@ def _threads(spec: JobSpec) -> int:
     return spec.training.threads or spec.resources.cpus_per_task
 
 
+# torch allocates its large CPU buffers (gradient buckets among them) on transparent huge pages when
+# this is set; with 4 KiB pages an MPI allreduce of them ran at 0.83x of the same on numpy's
+# huge-page buffers at 64-256 MB (bench/RESULTS.md, "Allreduce"). A spec's resources.env can unset it
+# ("0").
+TORCH_ENV = {"THP_MEM_ALLOC_ENABLE": "1"}
+
+
 def job_environment(spec: JobSpec, ctx: RenderContext) -> dict[str, str]:
-    """The variables every job exports: the spec's own, the thread count and the run directory."""
-    return {**spec.resources.env, "OMP_NUM_THREADS": str(_threads(spec)), "HPC_TRAIN_RUN_DIR": ctx.run_dir}
+    """The variables every job exports: torch's (for torch models), the spec's own, the thread count and
+    the run directory."""
+    defaults = TORCH_ENV if spec.model.is_torch else {}
+    return {**defaults, **spec.resources.env, "OMP_NUM_THREADS": str(_threads(spec)),
+            "HPC_TRAIN_RUN_DIR": ctx.run_dir}
 
 
 def render_setup(spec: JobSpec, ctx: RenderContext) -> str:

@@ -17,7 +17,7 @@ from sbatch_directives import sbatch_arguments, sbatch_options
 from support import REPO
 
 from hpc_train.errors import SpecError
-from hpc_train.render import RenderContext, render_apptainer, render_sbatch
+from hpc_train.render import RenderContext, job_environment, render_apptainer, render_sbatch
 from hpc_train.spec import JobSpec, load_spec, parse_spec
 
 GOLDEN = REPO / "tests" / "golden"
@@ -213,3 +213,12 @@ def test_apptainer_def_lists_packages_and_env() -> None:
     assert "export FOO='a b'" in text
     with pytest.raises(ValueError):
         render_apptainer(spec_with())
+
+
+def test_torch_jobs_export_huge_pages_for_torch_unless_the_spec_says_otherwise() -> None:
+    ctx = fixed_context("t")
+    assert job_environment(config("mlp"), ctx)["THP_MEM_ALLOC_ENABLE"] == "1"
+    assert "THP_MEM_ALLOC_ENABLE" not in job_environment(config("quickstart"), ctx)  # scikit-learn: no torch
+    opted_out = load_spec(REPO / "configs" / "mlp.yaml", overrides=['resources.env.THP_MEM_ALLOC_ENABLE="0"'])
+    assert job_environment(opted_out, ctx)["THP_MEM_ALLOC_ENABLE"] == "0"
+    assert "export THP_MEM_ALLOC_ENABLE=0\n" in render_sbatch(opted_out, ctx)

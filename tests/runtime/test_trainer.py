@@ -9,17 +9,19 @@ from typing import Any
 import pytest
 import torch
 from ranks import load_params, results, run_ranks
+from support import PYTHON, REPO
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from hpc_train.checkpoint import HDF5CheckpointStore
+from hpc_train.commands import run_command
 from hpc_train.errors import UserError
 from hpc_train.models.mlp import MLP
 from hpc_train.runtime import DistributedTrainer, final_param_digest
 from hpc_train.runtime.activation_checkpointing import enable_gradient_checkpointing
-from hpc_train.runtime.comm import import_horovod
+from hpc_train.runtime.comm import DDPBackend, FSDPBackend, import_horovod
 from hpc_train.runtime.comm.ddp import resolve_process_group_backend
-from hpc_train.runtime.environments import SingleProcessEnvironment
+from hpc_train.runtime.environments import SingleProcessEnvironment, TorchrunEnvironment
 
 HISTORY_KEYS = {"epoch", "step", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "samples_per_s", "duration"}
 
@@ -212,11 +214,29 @@ def test_bad_settings_are_user_errors(kwargs: dict[str, Any], match: str) -> Non
         trainer(**kwargs)
 
 
-def test_mpi_backend_without_mpi_torch_is_a_user_error() -> None:
+def test_mpi_backend_without_mpi_torch_sends_gradients_over_mpi4py() -> None:
     if torch.distributed.is_mpi_available():
-        pytest.skip("this torch has MPI support")
-    with pytest.raises(UserError, match="HINT: use backend 'gloo'"):
-        resolve_process_group_backend("mpi", torch.device("cpu"))
+        pytest.skip("this torch has MPI support: backend mpi is its own process group")
+    # The process group (broadcast, metrics) is gloo; DDP's buckets go to MPIGradients.
+    assert resolve_process_group_backend("mpi", torch.device("cpu")) == "gloo"
+    env = TorchrunEnvironment({"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                               "MASTER_PORT": "1"})
+    assert DDPBackend(env, backend="mpi", device=torch.device("cpu")).gradients_over_mpi
+    assert not DDPBackend(env, backend="gloo", device=torch.device("cpu")).gradients_over_mpi
+    with pytest.raises(UserError, match="HINT: use backend 'nccl' on GPUs"):
+        resolve_process_group_backend("mpi", torch.device("cuda"))
+    with pytest.raises(UserError, match="strategy 'fsdp'.*\n.*HINT: use backend 'gloo'"):
+        FSDPBackend(env, backend="mpi", device=torch.device("cpu")).setup()  # refused before any rendezvous
+
+
+@pytest.mark.mpi
+def test_mpi_gradients_refuse_ranks_that_mpi_did_not_start() -> None:
+    # As under torchrun: the environment says rank 1 of 2, but MPI_Init finds a singleton.
+    code = "from hpc_train.runtime.comm.ddp import MPIGradients; MPIGradients(1, 2)"
+    result = run_command([PYTHON, "-c", code], check=False, timeout=60, env={"PYTHONPATH": str(REPO)})
+    assert result.returncode != 0
+    assert "MPI sees rank 0 of 1, the environment rank 1 of 2" in result.stderr
+    assert "HINT: launch with `hpc-train launch -np N` or srun" in result.stderr
 
 
 def test_missing_horovod_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,15 +1,23 @@
-"""torch DistributedDataParallel over gloo (CPU), nccl (CUDA) or mpi (when torch was built with it)."""
+"""torch DistributedDataParallel over gloo (CPU), nccl (CUDA) or mpi.
+
+`backend: mpi` uses torch's MPI process group when torch was built with one. The CPU wheel is not,
+so there DDP's gradient buckets are averaged by MPI_Allreduce through mpi4py (a comm hook) and the
+process group for everything else (parameter broadcast, metrics) is gloo: between ranks of one node
+gloo is TCP over loopback, OpenMPI is shared memory (bench/RESULTS.md, "Allreduce").
+"""
 
 from __future__ import annotations
 
 import atexit
 import logging
 import typing
+import warnings
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from datetime import timedelta
 from typing import Any, cast
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -45,6 +53,8 @@ class DDPBackend(CommBackend):
         self.env = env
         self.device = device
         self.backend = resolve_process_group_backend(backend, device)
+        # The CPU wheel has no MPI process group: gradients then go over mpi4py, the rest over gloo.
+        self.gradients_over_mpi = backend == "mpi" and self.backend != "mpi"
         self.main_address = main_address or env.main_address
         self.main_port = main_port or env.main_port
         self.timeout = timeout
@@ -82,9 +92,17 @@ class DDPBackend(CommBackend):
         model = super().wrap_model(model, model_state, compression)
         device_ids = [self.device] if self.device.type == "cuda" else None
         ddp = DistributedDataParallel(model, device_ids=device_ids)
-        if compression == "fp16":
+        if self.gradients_over_mpi:
+            mpi = MPIGradients(self.rank, self.world_size)
+            ddp.register_comm_hook(state=mpi, hook=mpi_fp16_compress_hook if compression == "fp16" else mpi_allreduce_hook)
+        elif compression == "fp16":
             ddp.register_comm_hook(state={}, hook=fp16_compress_hook)
         return ddp
+
+    @property
+    def loss_factor(self) -> float:
+        """1/world when the MPI hooks sum the gradients (a divide pass cost them 30% at 64-256 MB here)."""
+        return 1.0 / self.world_size if self.gradients_over_mpi else 1.0
 
     def sync_gradients(self, model: nn.Module, sync: bool) -> AbstractContextManager[Any]:
         """DDP's no_sync() on micro-steps inside an accumulation window."""
@@ -136,9 +154,7 @@ def fp16_compress_hook(wire_buffers: dict[int, torch.Tensor],
     bucket is a fresh mmap, and faulting its pages in took longer than the cast itself.
     """
     buffer = bucket.buffer()
-    wire = wire_buffers.get(bucket.index())
-    if wire is None or wire.shape != buffer.shape or wire.device != buffer.device:  # DDP rebuilds buckets once
-        wire = wire_buffers[bucket.index()] = torch.empty_like(buffer, dtype=torch.float16)
+    wire = _wire_buffer(wire_buffers, bucket.index(), buffer)
     wire.copy_(buffer.div_(dist.get_world_size()))
 
     def decompress(fut: torch.futures.Future[list[torch.Tensor]]) -> torch.Tensor:
@@ -147,17 +163,90 @@ def fp16_compress_hook(wire_buffers: dict[int, torch.Tensor],
     return dist.all_reduce(wire, async_op=True).get_future().then(decompress)
 
 
+class MPIGradients:
+    """State of the DDP comm hooks that average gradient buckets by MPI_Allreduce (mpi4py).
+
+    The hooks sum: the loop folds 1/world into the loss (DDPBackend.loss_factor), so the sum is the
+    average without another pass over the bucket. They block until the bucket is reduced (DDP starts
+    buckets in the same order on every rank, as MPI collectives need); float16 buckets are summed by
+    a user-defined MPI op, since MPI has no float16 type.
+    """
+
+    def __init__(self, rank: int, world_size: int) -> None:
+        from mpi4py import MPI
+
+        comm = MPI.COMM_WORLD
+        if (comm.Get_rank(), comm.Get_size()) != (rank, world_size):
+            raise UserError(f"backend 'mpi' needs the ranks started by mpirun or srun --mpi=pmix: MPI sees rank "
+                            f"{comm.Get_rank()} of {comm.Get_size()}, the environment rank {rank} of {world_size}"
+                            "\nHINT: launch with `hpc-train launch -np N` or srun, or use backend 'gloo'")
+        self.comm = comm
+        self.world_size = world_size
+        self.wire_buffers: dict[int, torch.Tensor] = {}
+        self._float16_sum: Any = None
+
+    def allreduce_(self, tensor: torch.Tensor) -> None:
+        """Sum a contiguous CPU tensor over the ranks, in place."""
+        from mpi4py import MPI
+
+        if tensor.dtype == torch.float16:
+            if self._float16_sum is None:
+                self._float16_sum = MPI.Op.Create(_float16_sum, commute=True)
+            self.comm.Allreduce(MPI.IN_PLACE, [tensor.numpy().view(np.uint16), MPI.UINT16_T], op=self._float16_sum)
+        else:
+            self.comm.Allreduce(MPI.IN_PLACE, tensor.numpy(), op=MPI.SUM)
+
+
+def _float16_sum(inbuf: Any, inoutbuf: Any, datatype: Any) -> None:
+    """MPI user op: inoutbuf += inbuf, both float16 (torch's vectorised add; numpy's was 10x slower)."""
+    with warnings.catch_warnings():  # MPI hands the input read-only; it is only read
+        warnings.simplefilter("ignore", UserWarning)
+        addend = torch.frombuffer(inbuf, dtype=torch.float16)
+    torch.frombuffer(inoutbuf, dtype=torch.float16).add_(addend)
+
+
+def mpi_allreduce_hook(mpi: MPIGradients, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
+    """DDP comm hook: sum `bucket` over the ranks with MPI_Allreduce."""
+    buffer = bucket.buffer()
+    mpi.allreduce_(buffer)
+    return _completed(buffer)
+
+
+def mpi_fp16_compress_hook(mpi: MPIGradients, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
+    """DDP comm hook: sum `bucket` with MPI_Allreduce, sent as float16 (already divided: see loss_factor)."""
+    buffer = bucket.buffer()
+    wire = _wire_buffer(mpi.wire_buffers, bucket.index(), buffer)
+    mpi.allreduce_(wire.copy_(buffer))
+    return _completed(buffer.copy_(wire))
+
+
 # DDP checks the bucket and return annotations against the real types, and
 # `from __future__ import annotations` leaves strings there.
-fp16_compress_hook.__annotations__ = typing.get_type_hints(fp16_compress_hook)
+for _hook in (fp16_compress_hook, mpi_allreduce_hook, mpi_fp16_compress_hook):
+    _hook.__annotations__ = typing.get_type_hints(_hook)
+
+
+def _wire_buffer(buffers: dict[int, torch.Tensor], index: int, buffer: torch.Tensor) -> torch.Tensor:
+    """The float16 buffer kept for bucket `index`; made anew when DDP rebuilt that bucket."""
+    wire = buffers.get(index)
+    if wire is None or wire.shape != buffer.shape or wire.device != buffer.device:  # DDP rebuilds buckets once
+        wire = buffers[index] = torch.empty_like(buffer, dtype=torch.float16)
+    return wire
+
+
+def _completed(tensor: torch.Tensor) -> torch.futures.Future[torch.Tensor]:
+    future: torch.futures.Future[torch.Tensor] = torch.futures.Future()
+    future.set_result(tensor)
+    return future
 
 
 def resolve_process_group_backend(backend: str, device: torch.device) -> str:
     """The torch.distributed backend to use for the requested one on this device."""
     if backend == "mpi" and not dist.is_mpi_available():
-        raise UserError("backend 'mpi' needs a torch built with MPI support, and this torch "
-                        f"({torch.__version__}) was not\nHINT: use backend 'gloo' (CPU) or 'nccl' (GPU), or "
-                        "strategy 'horovod', which allreduces over MPI")
+        if device.type == "cuda":
+            raise UserError("backend 'mpi' on GPUs needs a torch built with MPI support, and this torch "
+                            f"({torch.__version__}) was not\nHINT: use backend 'nccl' on GPUs")
+        return "gloo"  # and gradients over mpi4py (DDPBackend.gradients_over_mpi)
     if backend == "nccl" and device.type != "cuda":
         log.warning("backend 'nccl' needs CUDA devices; this process runs on %s, so gloo is used", device)
         return "gloo"

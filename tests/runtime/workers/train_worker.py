@@ -47,9 +47,20 @@ def make_data(cfg: dict[str, Any]) -> tuple[TensorDataset, TensorDataset | None,
 class Recorder:
     """Records dtype and bytes of every tensor handed to the gradient allreduce."""
 
-    def __init__(self, strategy: str) -> None:
+    def __init__(self, strategy: str, backend: str) -> None:
         self.calls: list[dict[str, Any]] = []
-        if strategy == "horovod":
+        if backend == "mpi":  # DDP's buckets go to MPI_Allreduce through MPIGradients.allreduce_
+            from hpc_train.runtime.comm.ddp import MPIGradients
+
+            original_mpi = MPIGradients.allreduce_
+
+            def mpi_hook(gradients: MPIGradients, tensor: torch.Tensor) -> None:
+                self._record(tensor)
+                original_mpi(gradients, tensor)
+
+            MPIGradients.allreduce_ = mpi_hook  # type: ignore[method-assign]
+            self.stop = lambda: setattr(MPIGradients, "allreduce_", original_mpi)
+        elif strategy == "horovod":
             import horovod.torch.optimizer as hvd_optimizer
 
             original = hvd_optimizer.allreduce_async_
@@ -117,7 +128,7 @@ def train_once(cfg: dict[str, Any], out: Path, prefix: str) -> DistributedTraine
         calls["n"] += 1
         return env.global_rank == 0 and calls["n"] == cfg["stop_after_steps"]
 
-    recorder = Recorder(cfg.get("strategy", "ddp")) if cfg.get("record_allreduce") else None
+    recorder = Recorder(cfg.get("strategy", "ddp"), cfg.get("backend", "gloo")) if cfg.get("record_allreduce") else None
     trainer = DistributedTrainer(
         backend=cfg.get("backend", "gloo"), strategy=cfg.get("strategy", "ddp"),
         accumulation_steps=cfg.get("accumulation_steps", 1), mixed_precision=cfg.get("mixed_precision", False),
