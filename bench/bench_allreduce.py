@@ -1,4 +1,4 @@
-"""Allreduce bandwidth, 2 ranks on this machine: Horovod and torch gloo (the DDP path) vs mpi4py Allreduce.
+"""Allreduce bandwidth, 2 ranks on this machine: Horovod and the DDP paths (gloo; MPI hook) vs mpi4py Allreduce.
 
     python bench/bench_allreduce.py [--sizes-mb 4 64 256] [--write]
 
@@ -21,18 +21,28 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from hpc_train.render.sbatch import TORCH_ENV  # after the path: this checkout (imports no torch)
 
 SECTION = "## Allreduce"
-BASE = {"OMP_NUM_THREADS": "1"}
+# Every rank gets what an hpc-train torch job exports (torch's buffers on transparent huge pages).
+BASE = {"OMP_NUM_THREADS": "1", **TORCH_ENV}
 # name -> (implementation, extra environment, what it shows)
 VARIANTS: dict[str, tuple[str, dict[str, str], str]] = {
     "mpi4py": ("mpi4py", {}, "baseline: comm.Allreduce(IN_PLACE)"),
-    "gloo": ("gloo", {}, "torch.distributed.all_reduce, gloo over loopback TCP (what DDP uses on CPU)"),
+    "gloo": ("gloo", {}, "torch.distributed.all_reduce, gloo over loopback TCP (DDP with backend gloo)"),
+    "ddp-mpi": ("ddp-mpi", {}, ("hpc-train's DDP comm hook for backend mpi on a bucket: MPI_Allreduce "
+                                "(sum; 1/world is in the loss) through mpi4py")),
+    "ddp-mpi-4k": ("ddp-mpi", {"THP_MEM_ALLOC_ENABLE": "0"},
+                   "ddp-mpi with torch's buffers on 4 KiB pages (THP_MEM_ALLOC_ENABLE=0, torch's default)"),
+    "ddp-mpi-fp16": ("ddp-mpi-fp16", {}, ("the same with compression fp16 (cast into a kept float16 buffer, "
+                                          "float16 sum op, cast back); GB/s of float32 gradients")),
     "horovod": ("horovod", {}, "hvd.allreduce_(op=Sum), Horovod defaults"),
+    "horovod-4k": ("horovod", {"THP_MEM_ALLOC_ENABLE": "0"}, "the same, torch's buffers on 4 KiB pages"),
     "horovod-average": ("horovod-average", {}, "hvd.allreduce_(op=Average): the optimizer's op, one extra scaling pass"),
     "horovod-poll": ("horovod-poll", {},
                      ("allreduce_async_ + hvd.poll with a 50 µs sleep, then synchronize: the main thread "
                       "stops spinning against Horovod's background thread")),
+    "horovod-poll-cycle0.02": ("horovod-poll", {"HOROVOD_CYCLE_TIME": "0.02"}, "poll-wait + HOROVOD_CYCLE_TIME=0.02"),
     "horovod-poll-cycle0.1": ("horovod-poll", {"HOROVOD_CYCLE_TIME": "0.1"}, "poll-wait + HOROVOD_CYCLE_TIME=0.1"),
     "horovod-cycle0.1": ("horovod", {"HOROVOD_CYCLE_TIME": "0.1"}, "HOROVOD_CYCLE_TIME=0.1 (ms; default 1)"),
     "horovod-nothreads": ("horovod", {"HOROVOD_MPI_THREADS_DISABLE": "1"},
@@ -40,6 +50,7 @@ VARIANTS: dict[str, tuple[str, dict[str, str], str]] = {
     "horovod-affinity": ("horovod", {"HOROVOD_THREAD_AFFINITY": "0,1"}, "HOROVOD_THREAD_AFFINITY=0,1"),
     "horovod-fusion0": ("horovod", {"HOROVOD_FUSION_THRESHOLD": "0"}, "HOROVOD_FUSION_THRESHOLD=0"),
     "horovod-cycle0": ("horovod", {"HOROVOD_CYCLE_TIME": "0"}, "HOROVOD_CYCLE_TIME=0 (background thread never sleeps)"),
+    "horovod-cycle0.005": ("horovod", {"HOROVOD_CYCLE_TIME": "0.005"}, "HOROVOD_CYCLE_TIME=0.005"),
     "horovod-cycle0.01": ("horovod", {"HOROVOD_CYCLE_TIME": "0.01"}, "HOROVOD_CYCLE_TIME=0.01"),
     "horovod-cycle0.02": ("horovod", {"HOROVOD_CYCLE_TIME": "0.02"}, "HOROVOD_CYCLE_TIME=0.02"),
     "horovod-cycle0.05": ("horovod", {"HOROVOD_CYCLE_TIME": "0.05"}, "HOROVOD_CYCLE_TIME=0.05"),
@@ -54,8 +65,8 @@ VARIANTS: dict[str, tuple[str, dict[str, str], str]] = {
 }
 
 # The rest are experiments kept for --variants (none moved the numbers beyond the noise here).
-DEFAULT_VARIANTS = ["mpi4py", "gloo", "horovod", "horovod-average", "horovod-cycle0.1", "horovod-poll",
-                    "horovod-nothreads", "horovod-affinity"]
+DEFAULT_VARIANTS = ["mpi4py", "gloo", "ddp-mpi", "ddp-mpi-4k", "ddp-mpi-fp16", "horovod", "horovod-4k",
+                    "horovod-cycle0.02", "horovod-average"]
 
 
 def rank_main(impl: str, sizes_mb: list[int], repeats: int) -> None:
@@ -84,6 +95,16 @@ def rank_main(impl: str, sizes_mb: list[int], repeats: int) -> None:
                                 rank=env.global_rank, world_size=env.world_size)
         allreduce = lambda t: dist.all_reduce(t)
         barrier = dist.barrier
+        make = lambda n: torch.ones(n, dtype=torch.float32)
+    elif impl.startswith("ddp-mpi"):
+        from mpi4py import MPI
+
+        from hpc_train.runtime.comm.ddp import MPIGradients, mpi_allreduce_hook, mpi_fp16_compress_hook
+
+        gradients = MPIGradients(env.global_rank, env.world_size)
+        hook = mpi_fp16_compress_hook if impl == "ddp-mpi-fp16" else mpi_allreduce_hook
+        allreduce = lambda t: hook(gradients, Bucket(t)).wait()
+        barrier = MPI.COMM_WORLD.Barrier
         make = lambda n: torch.ones(n, dtype=torch.float32)
     else:
         import horovod.torch as hvd
@@ -120,6 +141,19 @@ def rank_main(impl: str, sizes_mb: list[int], repeats: int) -> None:
         dist.destroy_process_group()
 
 
+class Bucket:
+    """What DDP's comm hooks read of a GradBucket: its flat buffer and its index."""
+
+    def __init__(self, buffer: Any) -> None:
+        self._buffer = buffer
+
+    def buffer(self) -> Any:
+        return self._buffer
+
+    def index(self) -> int:
+        return 0
+
+
 def run_variant(name: str, sizes_mb: list[int], repeats: int) -> dict[str, float]:
     """Launch one variant under mpirun -np 2 and return {size_mb: GB/s}."""
     from hpc_train.commands import run_command
@@ -136,20 +170,35 @@ def run_variant(name: str, sizes_mb: list[int], repeats: int) -> dict[str, float
 
 
 NOTES = """
-Findings (2026-11-26; the machine is shared, so single launches swing 2-10×, hence best-of-rounds):
-- The trainer's Horovod path now runs `op=Sum` with 1/world folded into the loss, i.e. the `horovod`
-  row, not `horovod-average`: Average costs an extra pass over every gradient buffer (0.70× → 0.86×
-  at 256 MB).
-- HOROVOD_CYCLE_TIME=0.1 is the one knob that moved anything: 4 MB 0.26× → 0.50× (Horovod's per-op
-  latency, a 1 ms cycle plus negotiation, dominates a 0.4 ms MPI allreduce). At 64-256 MB Horovod
-  is 0.86-0.94× of mpi4py with or without it. Thread affinity, MPI_THREAD_SINGLE and a sleeping
-  poll instead of the spinning synchronize() did not beat the noise.
-- gloo is TCP over loopback, not shared memory: 0.11× at 4 MB, 0.6× above here; on 2 pinned cores
-  of an idle 16-core host (torch 2.11, lent machine) gloo was 0.27× / 0.87× / 0.86× of mpi4py
-  (4.54 / 1.43 / 1.37 GB/s), matching FACTS. No gloo setting closes this; DDP on CPU pays it.
-- Targets: ≥0.9× is met by Horovod at 64 MB only (0.94×); 256 MB 0.86-0.87×; 4 MB and gloo miss.
+Findings (2026-11-26, load 0.7-2; single launches still swing 2-10× (a launch that stalls shows as
+0.2-2 GB/s), hence best-of-rounds):
+- **DDP with `backend: mpi`** (the row `ddp-mpi`: hpc-train's comm hook, what DDP runs per bucket)
+  is 0.97-1.06× of mpi4py at 4, 64 and 256 MB: it is the same MPI_Allreduce on the bucket's memory.
+  Two things were needed. The hook sums and the loop folds 1/world into the loss (a divide pass
+  over the bucket cost it 0.57×/0.71× at 4/64 MB in an earlier launch), and torch's buffers must sit
+  on transparent huge pages like numpy's: torch allocates with 4 KiB pages unless
+  THP_MEM_ALLOC_ENABLE=1 (`ddp-mpi-4k`: 0.90-0.94× here, 0.76-0.91× in earlier launches; the
+  same MPI_Allreduce from mpi4py on a torch tensor's memory ran 0.82-0.85× of a numpy array's at
+  64-256 MB until huge pages were on). hpc-train torch jobs now export THP_MEM_ALLOC_ENABLE=1.
+- fp16 over MPI (`ddp-mpi-fp16`, a float16 sum op in torch) moves float32 gradients 1.2× faster
+  than mpi4py's float32 at 64-256 MB, 0.84× at 4 MB (the two casts cost more than half the bytes
+  save there). numpy's float16 add in the op was 10× slower than torch's.
+- gloo (DDP's default on CPU) is TCP over loopback, not shared memory: 0.10× at 4 MB, 0.6× above.
+  On 2 pinned cores of an idle 16-core host (torch 2.11, lent machine) gloo was 0.27× / 0.87× /
+  0.86× (4.54 / 1.43 / 1.37 GB/s), matching FACTS. No gloo setting closes this.
+- **Horovod** (`op=Sum`, 1/world in the loss; `horovod-average` shows Average's extra pass): with
+  HOROVOD_CYCLE_TIME=0.02 ms and huge pages it reaches 0.99× / 1.01× at 64 / 256 MB; defaults give
+  0.89× / 0.92×, and 4 KiB pages 0.80× / 0.85×. At 4 MB it stays at 0.55× (defaults 0.25×): each op
+  waits for the background thread's next cycle and a negotiation round, and while it runs the
+  calling thread spins in `synchronize()` (`std::this_thread::yield` in 0.28.1), so two ranks keep
+  four threads busy on two cores. Replacing the spin by a poll with a 50 µs sleep was worse (4.97-
+  5.29 GB/s vs 6.51-10.15 with the spin, cycle 0.02, three launches each); cycle times 0.005-0.05
+  ms all gave 6-8 GB/s against mpi4py's 12-14 (four launches each). **Horovod misses 0.9× at 4 MB
+  here.**
+- Target ≥ 0.9× of mpi4py: met by DDP with backend mpi at all three sizes and by Horovod (cycle
+  0.02) at 64 and 256 MB; not met by Horovod at 4 MB, nor by gloo at any size.
 
-Horovod 0.28.1 knobs at 4 MB (2026-11-26, load 1.6-4.4; `--sizes-mb 4 64 --rounds 3` and `--sizes-mb 4
+Horovod 0.28.1 knobs at 4 MB (2026-11-26, earlier, torch's buffers still on 4 KiB pages, load 1.6-4.4; `--sizes-mb 4 64 --rounds 3` and `--sizes-mb 4
 --rounds 5 --variants ...`; every launch counted, not just the best; mpi4py in the same launches: median
 10.0 GB/s, best 12.9). "Stalled" = a launch whose median op took ~25 ms (0.15-0.25 GB/s).
 
@@ -194,7 +243,7 @@ def render(results: dict[str, dict[str, float]], sizes_mb: list[int], rounds: in
     when = time.strftime("%Y-%m-%d")
     return (f"{SECTION}\n\n`python bench/bench_allreduce.py --write` ({when}, {os.cpu_count()} cores, "
             f"2 ranks under mpirun, float32, in-place sum, median of each launch, best of {rounds} launches "
-            "taking turns; each variant its own mpirun; OMP_NUM_THREADS=1)."
+            "taking turns; each variant its own mpirun; OMP_NUM_THREADS=1 and THP_MEM_ALLOC_ENABLE=1 unless the variant says)."
             "\n\n" + "\n".join(rows) + "\n" + NOTES)
 
 

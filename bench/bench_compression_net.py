@@ -34,6 +34,7 @@ from typing import IO, Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from hpc_train.render.sbatch import TORCH_ENV  # after the path: this checkout (imports no torch)
 
 SECTION = "## fp16 compression on a 1 Gbit/s link"
 COMPRESSIONS = ("none", "fp16")
@@ -45,6 +46,14 @@ SUBNET = "10.77.0"
 TCP_MB = 96
 TARGET = 0.6
 NOTES = """
+Idle machine, huge pages (2026-11-26, load 0.7-1.2, three full runs back to back just before the
+one above, 4 runs per compression each): with THP_MEM_ALLOC_ENABLE=1 (what hpc-train torch jobs
+export) fp16/none was **0.58×** (372/641 ms) and **0.58×** (372/637 ms); with it set to 0, **0.59×**
+(386/656 ms). Huge pages cut the compute of this model (its 67 MB weight) from 61 to 38-40 ms a
+step and loopback steps from 135 to 112-115 ms, and the fixed part of a step shrinks, so the
+ratio improves a little; the wire does not change. The earlier runs below missed 0.6× on a loaded
+box (load 1.9-10.8): other work competes with fp16's extra casts and sums.
+
 Side measurements (2026-11-26, same box, separate scripts, not rerun by this one): a bare gloo
 `all_reduce` of the 16.8 M gradients took 561 ms in fp32 and 280 ms in fp16 over the shaped veth, but
 73 ms and 72 ms over loopback (there gloo's fp16 sums, not the wire, set the pace, so halving the
@@ -223,13 +232,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def rank_environment() -> dict[str, str]:
+    """This process's environment over the job defaults (THP_MEM_ALLOC_ENABLE=0 here gives an A/B)."""
+    return {**TORCH_ENV, **os.environ}
+
+
 def run_ranks(children: Children, sides: Sequence[Side], compressions: Sequence[str], rounds: int,
               epochs: int) -> dict[str, list[float]]:
     """One rank per side (torchrun-style environment); rank 0's step times per compression."""
     port = free_port()
     procs = []
     for rank, side in enumerate(sides):
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+        # What an hpc-train torch job exports (unless this shell sets it), one thread a rank.
+        env = {**rank_environment(), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
         if len(sides) > 1:
             env.update(RANK=str(rank), WORLD_SIZE=str(len(sides)), LOCAL_RANK="0", GROUP_RANK=str(rank),
                        MASTER_ADDR=sides[0].address, MASTER_PORT=str(port), GLOO_SOCKET_IFNAME=side.ifname)
@@ -318,7 +333,8 @@ def render(res: dict[str, Any], command: str) -> str:
          f"{res['tcp_loopback']:.1f} Gbit/s over loopback. Each rank: hpc-train "
          "`DistributedTrainer(strategy=\"ddp\", backend=\"gloo\", compression=...)` (DDPBackend; fp16 = "
          f"its `fp16_compress_hook`), MLP {WIDTH}-{WIDTH}-{CLASSES} (67 MB of fp32 gradients), SGD, "
-         f"batch {BATCH} a rank, 1 torch thread a rank, {STEPS} steps an epoch. Step time = epoch time / "
+         f"batch {BATCH} a rank, 1 torch thread a rank, THP_MEM_ALLOC_ENABLE="
+         f"{rank_environment()['THP_MEM_ALLOC_ENABLE']}, {STEPS} steps an epoch. Step time = epoch time / "
          f"{STEPS}; the first epoch of each `train()` is a warm-up; {res['rounds']} runs per compression "
          f"taking turns, {n} timed epochs each."),
         "",
