@@ -1,5 +1,6 @@
 """Torch training across the local cluster's two nodes: one rank on n1, one on n2, started by srun
-(submitit) or by the rendered sbatch script; both strategies end with identical parameters."""
+(submitit) or by the rendered sbatch script; ddp (gloo, or gradients over MPI with backend mpi) and horovod
+end with identical parameters."""
 
 from __future__ import annotations
 
@@ -24,12 +25,14 @@ def _cli(tmp_path: Path, *args: str, timeout: float = 600) -> subprocess.Complet
                           timeout=timeout, check=False)
 
 
-@pytest.mark.parametrize(("strategy", "executor"), [("ddp", "slurm"), ("horovod", "sbatch")])
+@pytest.mark.parametrize(("strategy", "backend", "executor"),
+                         [("ddp", "gloo", "slurm"), ("ddp", "mpi", "slurm"), ("horovod", "auto", "sbatch")])
 def test_two_node_job_trains_identical_parameters_on_n1_and_n2(
-        slurm_cluster: SlurmCluster, tmp_path: Path, strategy: str, executor: str) -> None:
+        slurm_cluster: SlurmCluster, tmp_path: Path, strategy: str, backend: str, executor: str) -> None:
     submitted = _cli(tmp_path, "submit", str(REPO / "configs" / "mlp.yaml"), "--executor", executor,
                      "--set", "resources.nodes=2", "--set", "resources.tasks_per_node=1",
-                     "--set", f"distributed.strategy={strategy}", "--set", "training.epochs=3",
+                     "--set", f"distributed.strategy={strategy}", "--set", f"distributed.backend={backend}",
+                     "--set", "training.epochs=3",
                      "--set", "training.early_stopping=null")
     assert submitted.returncode == 0, submitted.stderr
     job_id = submitted.stdout.split()[-1]
@@ -38,6 +41,8 @@ def test_two_node_job_trains_identical_parameters_on_n1_and_n2(
     assert waited.returncode == 0, f"{waited.stdout}\n{waited.stderr}\n{logs}"
     results = json.loads(_cli(tmp_path, "results", job_id, "--json").stdout)
     assert results["world_size"] == 2 and results["strategy"] == strategy
+    if strategy == "ddp":
+        assert results["backend"] == backend
     assert sorted(results["hosts"]) == ["n1", "n2"], results["hosts"]
     assert len(results["param_digests"]) == 2 and len(set(results["param_digests"])) == 1
     assert results["accuracy"] > 0.85
