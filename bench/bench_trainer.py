@@ -4,12 +4,15 @@
 
 Trainer epochs and hand-loop epochs take turns (the hand epoch runs inside `on_epoch_end`), so
 load from other processes hits both alike; the ratio is the median over adjacent pairs, after a
-warm-up pair. Lightning's Trainer is measured only when `lightning` is installed. --write replaces "## Trainer throughput" in bench/RESULTS.md.
+warm-up pair. Lightning's Trainer is measured only when `lightning` is installed (it is not a
+dependency: `.venv/bin/pip install lightning "torch==2.13.0"` keeps the installed torch).
+--write replaces "## Trainer throughput" in bench/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import importlib.util
 import os
 import statistics
@@ -141,8 +144,11 @@ def main() -> None:
     if "Lightning Trainer" not in rates:
         rows.append("| Lightning Trainer | skipped: `lightning` not installed | | |")
     spread = f"{min(pair_ratios):.3f}–{max(pair_ratios):.3f}"
+    lightning = importlib.metadata.version("lightning") if "Lightning Trainer" in rates else None
     section = (f"{SECTION}\n\n`python bench/bench_trainer.py --write` ({time.strftime('%Y-%m-%d')}, "
-               f"{os.cpu_count()} cores, torch {torch.__version__}, {THREADS} threads). MLP 784-1024-1024-10, "
+               f"{os.cpu_count()} cores, torch {torch.__version__}" + (f", lightning {lightning}" if lightning else "")
+               + f", {THREADS} threads, THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}). "
+               "MLP 784-1024-1024-10, "
                f"Adam, batch {BATCH}, {STEPS_PER_EPOCH} steps an epoch. Trainer and hand-loop epochs take turns "
                f"(the hand epoch runs in `on_epoch_end`), {args.epochs} pairs after a warm-up pair; "
                f"pair ratios range {spread}.\n\n" + "\n".join(rows) + "\n" + NOTES)
