@@ -195,6 +195,13 @@ Findings (2026-11-26, load 0.7-2; single launches still swing 2-10× (a launch t
   5.29 GB/s vs 6.51-10.15 with the spin, cycle 0.02, three launches each); cycle times 0.005-0.05
   ms all gave 6-8 GB/s against mpi4py's 12-14 (four launches each). **Horovod misses 0.9× at 4 MB
   here.**
+- Whole training (`python bench/bench_horovod_cycle.py --rounds 3`: Horovod, 2 ranks, Adam, batch 64
+  a rank, 1 thread a rank, median epoch rate of epochs 2-6, settings taking turns; samples/s per
+  launch): MLP 784-256-256-10 (1.1 MB of gradients) 17.8k / 23.2k / 29.3k at the default cycle vs
+  26.7k / 33.5k / 34.2k at HOROVOD_CYCLE_TIME=0.02 (**1.45×** the median); MLP 784-1024-1024-10
+  (7.4 MB) 6.5k / 6.7k / 6.8k vs 7.0k / 6.5k / 6.1k (0.97×, within the noise). The README
+  recommends it for small CPU nodes; it is not a default (a cycle this short trades fusion of many
+  small gradients for latency, which a GPU cluster tunes otherwise).
 - Target ≥ 0.9× of mpi4py: met by DDP with backend mpi at all three sizes and by Horovod (cycle
   0.02) at 64 and 256 MB; not met by Horovod at 4 MB, nor by gloo at any size.
 
