@@ -53,6 +53,8 @@ VARIANTS: dict[str, tuple[str, dict[str, str], str]] = {
     "horovod-cycle0.005": ("horovod", {"HOROVOD_CYCLE_TIME": "0.005"}, "HOROVOD_CYCLE_TIME=0.005"),
     "horovod-cycle0.01": ("horovod", {"HOROVOD_CYCLE_TIME": "0.01"}, "HOROVOD_CYCLE_TIME=0.01"),
     "horovod-cycle0.02": ("horovod", {"HOROVOD_CYCLE_TIME": "0.02"}, "HOROVOD_CYCLE_TIME=0.02"),
+    "horovod-cycle0.02-yield": ("horovod", {"HOROVOD_CYCLE_TIME": "0.02", "OMPI_MCA_mpi_yield_when_idle": "1"},
+                                "HOROVOD_CYCLE_TIME=0.02 + OMPI_MCA_mpi_yield_when_idle=1"),
     "horovod-cycle0.05": ("horovod", {"HOROVOD_CYCLE_TIME": "0.05"}, "HOROVOD_CYCLE_TIME=0.05"),
     "horovod-cycle0.5": ("horovod", {"HOROVOD_CYCLE_TIME": "0.5"}, "HOROVOD_CYCLE_TIME=0.5"),
     "horovod-cache0": ("horovod", {"HOROVOD_CACHE_CAPACITY": "0"},
@@ -193,8 +195,9 @@ Findings (2026-11-26, load 0.7-2; single launches still swing 2-10× (a launch t
   calling thread spins in `synchronize()` (`std::this_thread::yield` in 0.28.1), so two ranks keep
   four threads busy on two cores. Replacing the spin by a poll with a 50 µs sleep was worse (4.97-
   5.29 GB/s vs 6.51-10.15 with the spin, cycle 0.02, three launches each); cycle times 0.005-0.05
-  ms all gave 6-8 GB/s against mpi4py's 12-14 (four launches each). **Horovod misses 0.9× at 4 MB
-  here.**
+  ms all gave 6-8 GB/s against mpi4py's 12-14 (four launches each), and OpenMPI yielding in its
+  waits (`horovod-cycle0.02-yield`) 5.3-7.9 against 6.3-9.4 GB/s without (four launches each, one
+  stalled in both). **Horovod misses 0.9× at 4 MB here.**
 - Whole training (`python bench/bench_horovod_cycle.py --rounds 3`: Horovod, 2 ranks, Adam, batch 64
   a rank, 1 thread a rank, median epoch rate of epochs 2-6, settings taking turns; samples/s per
   launch): MLP 784-256-256-10 (1.1 MB of gradients) 17.8k / 23.2k / 29.3k at the default cycle vs
