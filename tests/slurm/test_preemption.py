@@ -63,6 +63,8 @@ TIME_LIMIT = ["resources.time=00:01:00", "preemption.grace_seconds=5"]
 # other (Horovod jobs ran 3x slower); yielding keeps them close to DDP's speed. No effect on the numbers.
 HOROVOD = ["distributed.strategy=horovod", "resources.env.OMPI_MCA_mpi_yield_when_idle='1'"]
 FSDP = ["distributed.strategy=fsdp"]
+# DDP's gradients by MPI_Allreduce (mpi4py); the ranks wait in MPI like Horovod's, so they yield too.
+DDP_OVER_MPI = ["distributed.backend=mpi", "resources.env.OMPI_MCA_mpi_yield_when_idle='1'"]
 DEADLINE_S = 420  # for one job's whole life, pending time included
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
 
@@ -242,6 +244,7 @@ def campaign(slurm_cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFacto
         ("ddp-time-limit", ["--executor", "slurm"], [*SLEEPY_MLP, *TIME_LIMIT], Campaign.finish),
         ("ddp-twice", ["--executor", "slurm"], [], drive_twice_preempted),
         ("ddp-reference", ["--executor", "slurm"], [], Campaign.finish),
+        ("ddp-mpi-twice", ["--executor", "slurm"], DDP_OVER_MPI, drive_twice_preempted),
     ]
     if horovod:
         plan += [("horovod-twice", ["--executor", "slurm"], HOROVOD, drive_twice_preempted),
@@ -321,6 +324,16 @@ def test_time_limit_warning_requeues_the_job_until_it_is_done(campaign: dict[str
     assert result.job.signals_sent == 0
     assert "TIMEOUT" not in result.history, result.describe()
     assert_resumed_exactly(result, outcome(campaign, "ddp-reference"), preemptions=1)
+
+
+@pytest.mark.timeout(DEADLINE_S + 120)
+def test_ddp_job_over_mpi_preempted_twice_resumes_bitwise_equal_to_gloo(campaign: dict[str, Future[Outcome]]) -> None:
+    # Two ranks: 1/2 folded into the loss is exact and a sum of two is symmetric, so DDP over MPI gives
+    # the gloo reference bit for bit (tests/runtime/test_distributed.py checks it without SLURM).
+    result = outcome(campaign, "ddp-mpi-twice")
+    assert result.job.signals_sent == 2
+    assert_resumed_exactly(result, outcome(campaign, "ddp-reference"), preemptions=2)
+    assert result.results is not None and result.results["backend"] == "mpi"
 
 
 @pytest.mark.horovod
