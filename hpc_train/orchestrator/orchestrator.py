@@ -10,7 +10,7 @@ import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpc_train.errors import SpecError, UserError
 from hpc_train.jobs import EXECUTORS, get_scheduler, refresh, submit_job, wait_for
@@ -22,11 +22,28 @@ from hpc_train.rundir import RunDirectory
 from hpc_train.spec import JobSpec
 from hpc_train.status import JobStatus
 
+if TYPE_CHECKING:
+    from hpc_train.orchestrator.search import SearchSettings  # imports optuna
+
 # Poll intervals (first, longest) while waiting: local status is a file read, SLURM status an sacct call.
 POLL_S = {"local": (0.2, 0.5), "slurm": (1.0, 10.0)}
 CLI_SWEEP_KEYS = {"model": "model.type", "search_strategy": "sweep.strategy", "metric": "sweep.metric",
                   "direction": "sweep.direction", "cv": "sweep.cv", "param_space": "sweep.param_space",
                   "n_trials": "sweep.trials", "parallel": "sweep.parallel", "params": "model.hyperparameters"}
+
+
+def sweep_settings(spec: JobSpec, file: str = "<spec>") -> SearchSettings:
+    """The checked search of a spec's `sweep` section; mistakes are SpecErrors naming its keys."""
+    from hpc_train.orchestrator.search import validate_search
+
+    if spec.sweep is None:
+        raise SpecError("the spec has no sweep section", file=file, key="sweep",
+                        hint="add sweep: {strategy: grid, param_space: {max_depth: [10, 20]}}")
+    sweep = spec.sweep
+    return validate_search(model=spec.model.type, param_space=sweep.param_space, strategy=sweep.strategy,
+                           metric=sweep.metric, direction=sweep.direction, cv=sweep.cv, n_trials=sweep.trials,
+                           parallel=sweep.parallel, seed=spec.training.seed, base_params=spec.model.hyperparameters,
+                           where=file, keys=CLI_SWEEP_KEYS)
 
 
 class BatchJobs(list[Job]):
@@ -260,17 +277,7 @@ class TrainingOrchestrator:
 
     def submit_sweep_spec(self, spec: JobSpec, base_dir: Path, *, file: str = "<spec>") -> SearchJob:
         """Start the search described by a spec's `sweep` section (what `hpc-train sweep SPEC` does)."""
-        from hpc_train.orchestrator.search import validate_search
-
-        if spec.sweep is None:
-            raise SpecError("the spec has no sweep section", file=file, key="sweep",
-                            hint="add sweep: {strategy: grid, param_space: {max_depth: [10, 20]}}")
-        sweep = spec.sweep
-        settings = validate_search(model=spec.model.type, param_space=sweep.param_space, strategy=sweep.strategy,
-                                   metric=sweep.metric, direction=sweep.direction, cv=sweep.cv,
-                                   n_trials=sweep.trials, parallel=sweep.parallel, seed=spec.training.seed,
-                                   base_params=spec.model.hyperparameters, where=file, keys=CLI_SWEEP_KEYS)
-        return self._start_sweep(spec, settings, base_dir, where=file, cv_key="sweep.cv")
+        return self._start_sweep(spec, sweep_settings(spec, file), base_dir, where=file, cv_key="sweep.cv")
 
     def _start_sweep(self, spec: JobSpec, settings: Any, base_dir: Path, *, where: str, cv_key: str) -> SearchJob:
         from hpc_train.orchestrator.sweep import submit_sweep

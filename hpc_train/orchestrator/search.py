@@ -108,7 +108,7 @@ def _check_space(param_space: Any, strategy: str, fail: Any) -> dict[str, Any]:
         if isinstance(values, Mapping):
             if strategy == "grid":
                 raise fail("a grid search needs a list of values, not a range", key, dict(values),
-                           hint="list the values, or use search_strategy 'random' or 'bayesian' for ranges")
+                           hint="list the values, or search with the random or bayesian strategy, which take ranges")
             space[name] = _check_range(values, key, fail)
         elif isinstance(values, (list, tuple)):
             if not values:

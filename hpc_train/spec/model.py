@@ -219,6 +219,13 @@ class PreemptionSpec(Section):
     requeue: bool = True
 
 
+def _values_or_range(value: Any) -> Any:
+    if not isinstance(value, (list, dict)):
+        # pydantic turns ValueError, not TypeError, into a validation error naming the key
+        raise ValueError("give a list of values, or a range {low: ..., high: ...} (random and bayesian searches)")  # noqa: TRY004
+    return value
+
+
 class SweepSpec(Section):
     strategy: Literal["grid", "random", "bayesian"] = "grid"
     metric: str = "f1_score"
@@ -226,14 +233,16 @@ class SweepSpec(Section):
     trials: int | None = Field(None, ge=1)
     parallel: int = Field(2, ge=1)
     cv: int = Field(3, ge=2)
-    param_space: dict[str, list[Any]] = Field(min_length=1)
+    # name -> a list of values, or (random and bayesian) a range {low, high[, log][, step]}; the
+    # search checks the ranges (hpc_train.orchestrator.search.validate_search).
+    param_space: dict[str, Annotated[Any, BeforeValidator(_values_or_range)]] = Field(min_length=1)
 
     @field_validator("param_space")
     @classmethod
-    def _non_empty(cls, value: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    def _non_empty(cls, value: dict[str, Any]) -> dict[str, Any]:
         for name, choices in value.items():
             if not choices:
-                raise ValueError(f"param_space.{name} is empty; give at least one value")
+                raise ValueError(f"param_space.{name} is empty; give at least one value (or a range)")
         return value
 
 

@@ -11,6 +11,10 @@ from pathlib import Path
 
 import pytest
 from orch_helpers import LAUNCHER_PREFIXES, write_scripts
+from support import REPO
+
+from hpc_train.orchestrator.orchestrator import sweep_settings
+from hpc_train.spec import load_spec
 
 HPC_TRAIN = Path(sys.executable).parent / "hpc-train"
 
@@ -71,6 +75,7 @@ def test_sweep_best_status_results(tmp_path: Path) -> None:
     ("sweep.param_space.max_depth=[]", "param_space.max_depth is empty"),
     ("sweep.param_space.max_depth=7", "sweep.param_space.max_depth"),
     ("sweep.param_space.depth=[1]", "sweep.param_space.depth: unknown hyperparameter for random_forest"),
+    ("sweep.param_space.max_depth={low: 2, high: 9}", "sweep.param_space.max_depth: a grid search needs a list"),
     ("sweep.cv=1", "sweep.cv"),
     ("sweep.cv=51", "sweep.cv: cv=51 folds but class"),
     ("model.type=xgboost", "model.type"),
@@ -81,6 +86,35 @@ def test_bad_sweep_spec_exits_2(tmp_path: Path, override: str, message: str) -> 
     assert proc.returncode == 2 and proc.stderr.startswith("hpc-train: error: sweep.yaml: "), proc.stderr
     assert message in proc.stderr
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.timeout(240)
+def test_random_sweep_spec_takes_ranges(tmp_path: Path) -> None:
+    (tmp_path / "sweep.yaml").write_text(SWEEP_SPEC)
+    ranges = "{n_estimators: {low: 5, high: 12}, min_samples_leaf: {low: 1, high: 8, log: true}}"
+    bad = hpc_train(tmp_path, "sweep", "sweep.yaml", "--executor", "local", "--set", "sweep.strategy=random",
+                    "--set", "sweep.param_space.max_depth={low: 2, hihg: 9}")
+    assert bad.returncode == 2, bad.stderr
+    assert "sweep.param_space.max_depth: a range needs low and high" in bad.stderr and "hihg" in bad.stderr
+    proc = hpc_train(tmp_path, "sweep", "sweep.yaml", "--executor", "local", "--set", "sweep.strategy=random",
+                     "--set", "sweep.trials=3", "--set", f"sweep.param_space={ranges}")
+    assert proc.returncode == 0, proc.stderr
+    assert "random search of random_forest, 3 trials" in proc.stdout
+    sweep_id = proc.stdout.split()[-1]
+    assert hpc_train(tmp_path, "wait", sweep_id, "--timeout", "150").returncode == 0
+    trials = json.loads(hpc_train(tmp_path, "results", sweep_id, "--json").stdout)["trials"]
+    assert len(trials) == 3
+    for trial in trials:  # drawn from the ranges, as integers (low and high are)
+        assert set(trial["params"]) == {"n_estimators", "min_samples_leaf"}, trial
+        assert isinstance(trial["params"]["n_estimators"], int) and 5 <= trial["params"]["n_estimators"] <= 12
+        assert isinstance(trial["params"]["min_samples_leaf"], int) and 1 <= trial["params"]["min_samples_leaf"] <= 8
+
+
+def test_reference_spec_sweep_section_is_a_valid_search() -> None:
+    spec = load_spec(REPO / "configs" / "reference.yaml")
+    settings = sweep_settings(spec, "reference.yaml")
+    assert settings.strategy == "random" and settings.budget == 8 and settings.parallel == 4
+    assert settings.param_space["learning_rate"] == {"low": 0.0003, "high": 0.03, "log": True, "step": None}
 
 
 def test_sweep_needs_a_sweep_section(tmp_path: Path) -> None:

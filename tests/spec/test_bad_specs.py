@@ -117,7 +117,7 @@ BAD_SPECS = [
     bad("sweep-param-without-values", HEAD + "sweep: {param_space: {max_depth: []}}\n", "sweep.param_space",
         "param_space.max_depth is empty", "at least one value"),
     bad("sweep-param-not-list", HEAD + "sweep: {param_space: {max_depth: 3}}\n",
-        "sweep.param_space.max_depth", "valid list"),
+        "sweep.param_space.max_depth", "give a list of values, or a range"),
     bad("sweep-cv-one", HEAD + "sweep: {cv: 1, param_space: {max_depth: [3]}}\n", "sweep.cv",
         "greater than or equal to 2"),
     bad("sweep-metric", HEAD + "sweep: {metric: auc, param_space: {max_depth: [3]}}\n", "sweep.metric",
