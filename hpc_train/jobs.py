@@ -6,14 +6,16 @@ the same way by the other.
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from hpc_train.errors import UserError
+from hpc_train.errors import JobNotFound, SpecError, UserError
 from hpc_train.registry import JobRecord, JobRegistry
 from hpc_train.render import RenderContext
 from hpc_train.rundir import RunDirectory
@@ -86,6 +88,9 @@ def submit_job(spec: JobSpec, *, executor: str = "auto", base_dir: Path, registr
                job_id: str | None = None) -> JobRecord | SubmissionPlan:
     """Plan and submit one spec; with dry_run return the plan and touch nothing."""
     scheduler = get_scheduler(executor)
+    if dependency and scheduler.name == "local":
+        raise UserError(f"--dependency {dependency} needs SLURM, and this job would run on this machine\n"
+                        "HINT: submit with --executor slurm (or --sbatch), or wait for the other job first")
     prepared = prepare_job(spec, base_dir=base_dir, run_dir=run_dir, dependency=dependency, write=False,
                            job_id=job_id)
     plan = scheduler.plan(prepared.spec, prepared.context)
@@ -104,6 +109,54 @@ def submit_job(spec: JobSpec, *, executor: str = "auto", base_dir: Path, registr
                        scheduler_id=scheduler_id, run_dir=str(prepared.run_dir.path), status=JobStatus.PENDING,
                        parent=parent)
     return registry.add(record)
+
+
+# sbatch --dependency types that take job ids (`singleton` takes none).
+DEPENDENCY_TYPES = ("after", "afterany", "afterburstbuffer", "aftercorr", "afternotok", "afterok")
+_SLURM_ID = re.compile(r"\d+(?:_\d+)?(?:\+\d+)?")
+
+
+def resolve_dependency(dependency: str, registry: JobRegistry) -> str:
+    """A --dependency whose job ids may be hpc-train ids (or unique prefixes), in SLURM's ids.
+
+    `afterok:3f2a91c0,afterany:1234` -> `afterok:5678,afterany:1234`; SLURM ids pass unchanged unless
+    they are exactly an hpc-train id. A sweep or batch stands for all its SLURM jobs. Jobs that did
+    not go to SLURM, unknown ids and unknown types are user errors.
+    """
+    def fail(message: str, value: str, allowed: Sequence[str] | None = None) -> SpecError:
+        return SpecError(message, file="command line", key="--dependency", value=value, allowed=allowed,
+                         hint="e.g. afterok:<hpc-train id or SLURM job id>[:...], items joined by , (all) or ? (any)")
+
+    separator = "?" if "?" in dependency else ","
+    items = []
+    for item in dependency.split(separator):
+        kind, _, ids = item.partition(":")
+        if kind == "singleton" and not ids:
+            items.append(kind)
+            continue
+        if kind not in DEPENDENCY_TYPES or not ids:
+            raise fail("not a dependency SLURM takes", item, [*DEPENDENCY_TYPES, "singleton"])
+        items.append(":".join([kind, *(_slurm_ids(job, registry, fail) for job in ids.split(":"))]))
+    return separator.join(items)
+
+
+def _slurm_ids(job: str, registry: JobRegistry, fail: Any) -> str:
+    looks_like_slurm = _SLURM_ID.fullmatch(job) is not None
+    try:
+        record = registry.get(job)
+    except JobNotFound:
+        if looks_like_slurm:
+            return job
+        raise
+    if looks_like_slurm and record.id != job:
+        return job  # digits that merely begin an hpc-train id: SLURM's
+    if record.executor not in ("slurm", "sbatch"):
+        raise fail(f"job {record.id} ran on {record.executor}, not SLURM", job)
+    ids = [record.scheduler_id] if record.scheduler_id and _SLURM_ID.fullmatch(record.scheduler_id) else [
+        c.scheduler_id for c in registry.children(record.id) if c.scheduler_id and _SLURM_ID.fullmatch(c.scheduler_id)]
+    if not ids:
+        raise fail(f"{record.kind} {record.id} has no SLURM job to wait for", job)
+    return ":".join(dict.fromkeys(ids))
 
 
 def combined_status(statuses: Sequence[JobStatus]) -> JobStatus:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from hpc_train.cli.common import add_spec_arguments, registry_from_args, spec_from_args
-from hpc_train.jobs import EXECUTORS, submit_job
+from hpc_train.jobs import EXECUTORS, resolve_dependency, submit_job
 from hpc_train.scheduler.base import SubmissionPlan
 
 
@@ -18,15 +18,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--sbatch", action="store_true", help="submit the rendered script with sbatch "
                                                                "(same as --executor sbatch)")
     parser.add_argument("--dry-run", action="store_true", help="print exactly what would be submitted; submit nothing")
-    parser.add_argument("--dependency", help="SLURM dependency, e.g. afterok:123")
+    parser.add_argument("--dependency", help="SLURM dependency on hpc-train or SLURM job ids, e.g. afterok:3f2a91c0")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     spec, base = spec_from_args(args)
     executor = "sbatch" if args.sbatch else args.executor
-    result = submit_job(spec, executor=executor, base_dir=base, registry=registry_from_args(args),
-                        dry_run=args.dry_run, dependency=args.dependency)
+    registry = registry_from_args(args)
+    dependency = resolve_dependency(args.dependency, registry) if args.dependency else None
+    result = submit_job(spec, executor=executor, base_dir=base, registry=registry, dry_run=args.dry_run,
+                        dependency=dependency)
     if isinstance(result, SubmissionPlan):
         print(result.describe())
         return 0

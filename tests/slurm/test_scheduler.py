@@ -224,7 +224,8 @@ def test_afterok_dependent_of_failed_job_is_cancelled(slurm_cluster: SlurmCluste
     # valid as a spec, refused by scikit-learn when the job builds the model: fails at run time
     first = submit(home, out, "--executor", "slurm", overrides=[*TINY, "model.hyperparameters.max_depth=-5"])
     first_sched = status_json(home, first)["scheduler_id"]
-    second = submit(home, out, "--executor", "slurm", "--dependency", f"afterok:{first_sched}")
+    # Named by its hpc-train id (a prefix of it, even): submit turns it into the SLURM id.
+    second = submit(home, out, "--executor", "slurm", "--dependency", f"afterok:{first[:6]}")
 
     wait_in_sacct([status_json(home, second)["scheduler_id"]], 120)
     proc = hpc_train(home, "wait", second, "--timeout", "30")
