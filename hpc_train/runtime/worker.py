@@ -8,6 +8,14 @@ or at preemption.max_requeues), rank 0 exits 3 after the checkpoint, like `hpc-t
 
 from __future__ import annotations
 
+from hpc_train.runtime.preemption import process_guard
+
+if __name__ == "__main__":
+    # A rank started as `python -m hpc_train.runtime.worker` (sbatch, srun, mpirun) takes over the
+    # preemption signals before the imports below: they take ~0.25 s, during which a SIGUSR1 would
+    # otherwise kill it. main() installs the same guard again (a no-op then).
+    process_guard().install()
+
 import argparse
 import os
 import sys
@@ -20,7 +28,6 @@ from hpc_train import __version__
 from hpc_train.data import load_dataset
 from hpc_train.errors import UserError
 from hpc_train.rundir import RunDirectory
-from hpc_train.runtime.preemption import process_guard
 from hpc_train.runtime.resources import ResourceSampler
 from hpc_train.spec import JobSpec, dump_spec, load_spec, spec_hash
 from hpc_train.status import JobStatus

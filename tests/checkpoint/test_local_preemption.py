@@ -370,3 +370,38 @@ def test_a_finished_worker_survives_signals_until_its_last_instant(tmp_path: Pat
             proc.kill()
     assert proc.returncode == 0, (proc.returncode, err[-2000:])
     assert sent > 10 and status(run_dir)["status"] == "completed"
+
+
+def _catches(pid: int, signum: int) -> bool:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
+
+
+def test_worker_catches_a_signal_sent_while_it_is_still_importing(tmp_path: Path) -> None:
+    """The rank's first ~0.25 s are imports (pydantic, scikit-learn); a SIGUSR1 then used to kill it."""
+    validated = cli("validate", SPEC, *sets([*TRAINING, "training.epochs=2"]))
+    assert validated.returncode == 0, validated.stderr
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(validated.stdout)
+    proc = subprocess.Popen([str(REPO / ".venv" / "bin" / "python"), "-m", "hpc_train.runtime.worker", "--spec",
+                             str(spec), "--run-dir", str(tmp_path / "run")], env=env(), cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sent_during_imports = False
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            maps = Path(f"/proc/{proc.pid}/maps").read_text()
+            if _catches(proc.pid, signal.SIGUSR1):
+                sent_during_imports = "_pydantic_core" not in maps  # the spec module not loaded yet
+                proc.send_signal(signal.SIGUSR1)
+                break
+        except (FileNotFoundError, ProcessLookupError):
+            break
+    out, err = proc.communicate(timeout=120)
+    assert sent_during_imports, "the handler came only after the slow imports"
+    assert proc.returncode == PREEMPTED_EXIT_CODE, (proc.returncode, err[-2000:])
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["status"] == "preempted" and status["preempted_by"] == "SIGUSR1", status
+    assert HDF5CheckpointStore(tmp_path / "run" / "checkpoints").steps(), "preempted without a checkpoint"
