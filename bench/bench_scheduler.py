@@ -157,7 +157,7 @@ def main() -> int:
           f"  -> {n}: {per_job_s * scale:.1f} s (extrapolated)")
     print(f"  one call is {per_job_s * scale / batch_s:.0f}x faster")
     print(f"refresh() of {n} registry records     {refresh_s:8.3f} s   sacct calls: {refresh_calls}"
-          f"  (one registry transaction per changed record)")
+          f"  (one sacct call and one registry transaction for all of them)")
     return 0
 
 
