@@ -399,7 +399,7 @@ def test_worker_catches_a_signal_sent_while_it_is_still_importing(tmp_path: Path
                 break
         except (FileNotFoundError, ProcessLookupError):
             break
-    out, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)
     assert sent_during_imports, "the handler came only after the slow imports"
     assert proc.returncode == PREEMPTED_EXIT_CODE, (proc.returncode, err[-2000:])
     status = json.loads((tmp_path / "run" / "status.json").read_text())

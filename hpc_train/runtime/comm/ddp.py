@@ -94,6 +94,7 @@ class DDPBackend(CommBackend):
         ddp = DistributedDataParallel(model, device_ids=device_ids)
         if self.gradients_over_mpi:
             mpi = MPIGradients(self.rank, self.world_size)
+            log.info("backend mpi: DDP's gradient buckets go to MPI_Allreduce (mpi4py), the rest over gloo")
             ddp.register_comm_hook(state=mpi, hook=mpi_fp16_compress_hook if compression == "fp16" else mpi_allreduce_hook)
         elif compression == "fp16":
             ddp.register_comm_hook(state={}, hook=fp16_compress_hook)
