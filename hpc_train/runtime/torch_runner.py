@@ -6,6 +6,7 @@ import logging
 import math
 import socket
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +58,16 @@ def train_torch(spec: JobSpec, data: Dataset, run_dir: RunDirectory, env: Cluste
     threads = spec.training.threads or spec.resources.cpus_per_task
     torch.set_num_threads(threads)
     torch.manual_seed(spec.training.seed)
-    model = build_torch_model(spec, data)
+    strategy = STRATEGY_ALIASES[spec.distributed.strategy]
+    # Sharded: only rank 0 builds the model whole; the others build its shapes, and FSDP gives each
+    # rank its shards of rank 0's parameters (or of its checkpoint).
+    on_meta = strategy == "model_parallel" and env.world_size > 1 and env.global_rank != 0
+    with torch.device("meta") if on_meta else nullcontext():
+        model = build_torch_model(spec, data)
     train_set = TensorDataset(torch.from_numpy(data.x_train), torch.from_numpy(data.y_train))
     val_set = TensorDataset(torch.from_numpy(data.x_val), torch.from_numpy(data.y_val))
     train_loader = DataLoader(train_set, batch_size=spec.data.batch_size, shuffle=True)
     val_loader = DataLoader(val_set, batch_size=max(256, spec.data.batch_size))
-    strategy = STRATEGY_ALIASES[spec.distributed.strategy]
     store = HDF5CheckpointStore(checkpoint_dir(spec, run_dir), keep_last=spec.checkpoint.keep_last,
                                 rank=env.global_rank, sharded=strategy == "model_parallel") \
         if spec.checkpoint.auto_resume or spec.checkpoint.dir else None

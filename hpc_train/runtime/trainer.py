@@ -24,7 +24,7 @@ from hpc_train.runtime.comm import (
     LocalBackend,
 )
 from hpc_train.runtime.comm.base import local_bytes
-from hpc_train.runtime.comm.fsdp import RESHARD_HINT
+from hpc_train.runtime.comm.fsdp import RESHARD_HINT, is_on_meta
 from hpc_train.runtime.early_stopping import EarlyStopping
 from hpc_train.runtime.environments import ClusterEnvironment, detect_environment
 from hpc_train.runtime.loop import EpochTotals, TrainingLoop
@@ -182,7 +182,14 @@ class DistributedTrainer:
             raise UserError("early_stopping watches a validation metric but train() got no val_loader\n"
                             "HINT: pass val_loader, or set early_stopping.metric to 'loss'")
         self.preempted = False
-        model = model.to(self.device)
+        # A model on the meta device (shapes only) gets its shards from the sharding backend. All ranks
+        # agree first: a rank that stopped alone would leave the others waiting in a collective.
+        on_meta = is_on_meta(model)
+        problems = [p for p in self.comm.all_gather_object(self._meta_problem(model) if on_meta else "") if p]
+        if problems:
+            raise UserError(problems[0])
+        if not on_meta:
+            model = model.to(self.device)
         undo = enable_gradient_checkpointing(model) if self.gradient_checkpointing else None
         loop: TrainingLoop | None = None
         try:
@@ -237,6 +244,18 @@ class DistributedTrainer:
         if self._loop is None:
             raise UserError(f"{what}() is available once train() has started")
         return self._loop
+
+    def _meta_problem(self, model: nn.Module) -> str:
+        """Why this rank cannot train `model`, which is on the meta device; "" if it can."""
+        if not self.comm.sharded or self.rank == 0:
+            return (f"rank {self.rank}: a model on the meta device trains only with strategy fsdp (model_parallel), "
+                    "on ranks other than 0 (rank 0's parameters are handed out)\nHINT: build the model on the "
+                    "meta device only there")
+        hidden = [name for name, _ in model.named_buffers() if name not in model.state_dict()]
+        if hidden:
+            return (f"rank {self.rank}: a model on the meta device cannot have non-persistent buffers ({hidden[0]}): "
+                    "nothing would fill them\nHINT: build the model on every rank")
+        return ""
 
     def _build_loop(self, model: nn.Module, train_loader: DataLoader[Any],
                     val_loader: DataLoader[Any] | None) -> TrainingLoop:

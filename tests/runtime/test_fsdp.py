@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from ranks import WORKER, load_params, results, run_ranks
-from support import PYTHON, REPO
+from support import PYTHON, REPO, mpirun_argv
 
 from hpc_train.checkpoint import HDF5CheckpointStore
 from hpc_train.commands import run_command
@@ -46,6 +46,27 @@ def test_each_rank_holds_half_the_state_and_the_result_equals_ddp(tmp_path: Path
     assert fsdp[0]["history"][-1]["loss"] < fsdp[0]["history"][0]["loss"]
     for got, want in zip(fsdp[0]["history"], ddp[0]["history"], strict=True):
         assert got["val_accuracy"] == pytest.approx(want["val_accuracy"], abs=1e-9)
+
+
+def test_ranks_that_build_the_model_on_meta_train_the_same_bits(tmp_path: Path) -> None:
+    # Rank 1 builds only shapes and gets its shards of rank 0's parameters; nothing may differ.
+    runs = [{"name": "whole"}, {"name": "meta", "meta_init": True},
+            {"name": "meta-fp16", "meta_init": True, "compression": "fp16"}]
+    run_ranks({**COMMON, "strategy": "fsdp", "runs": runs}, tmp_path, np=2)
+    whole, meta = results(tmp_path, 2, "whole"), results(tmp_path, 2, "meta")
+    assert {r["digest"] for r in meta} == {whole[0]["digest"]}
+    assert meta[0]["history"] == whole[0]["history"]
+    assert {r["digest"] for r in results(tmp_path, 2, "meta-fp16")} != {whole[0]["digest"]}  # it trained anew
+
+
+def test_a_meta_model_is_refused_where_it_cannot_be_filled(tmp_path: Path) -> None:
+    # ddp broadcasts from real modules: a model of shapes only on rank 1 is a user error, on both ranks
+    # (neither waits for the other in a collective).
+    proc = run_command([*mpirun_argv(2), PYTHON, str(WORKER), json.dumps({**COMMON, "strategy": "ddp",
+                                                                           "meta_init": True}), str(tmp_path)],
+                       check=False, timeout=120, env={"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
+    assert proc.returncode != 0
+    assert proc.stderr.count("rank 1: a model on the meta device trains only with strategy fsdp") == 2, proc.stderr
 
 
 def test_step_checkpoints_resume_from_the_newest_step_every_rank_has(tmp_path: Path) -> None:

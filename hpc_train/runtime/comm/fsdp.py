@@ -15,8 +15,8 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
+from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
@@ -44,18 +44,26 @@ class FSDPBackend(DDPBackend):
         super().setup()
 
     def wrap_model(self, model: nn.Module, model_state: Mapping[str, Any] | None, compression: str) -> nn.Module:
-        """Shard block by block, then the root; then load this rank's saved shards."""
-        if model_state is None:  # a fresh start: every rank shards rank 0's parameters, as DDP and Horovod start
-            with torch.no_grad():
-                for tensor in model.state_dict().values():
-                    dist.broadcast(tensor, src=0)
+        """Shard block by block, then the root; fill the shards from rank 0's parameters (a fresh start,
+        as DDP and Horovod start) or from this rank's saved shards.
+
+        Ranks other than 0 may build the model on the meta device: they then never hold it whole, only
+        their shards (rank 0 holds its initial parameters until they are handed out).
+        """
+        on_meta = is_on_meta(model)  # DistributedTrainer.train checked that this rank may (not rank 0)
+        initial = model.state_dict() if model_state is None and self.rank == 0 else {}
         mesh = init_device_mesh(self.device.type, (self.world_size,))
         policy = MixedPrecisionPolicy(reduce_dtype=torch.float16 if compression == "fp16" else None)
         blocks = getattr(model, "blocks", None)
         for block in blocks if isinstance(blocks, (nn.ModuleList, nn.Sequential)) else ():
             fully_shard(block, mesh=mesh, mp_policy=policy)
         fully_shard(model, mesh=mesh, mp_policy=policy)
-        if model_state is not None:
+        if on_meta:
+            model.to_empty(device=self.device)
+        if model_state is None:  # rank 0's tensors, broadcast; each rank keeps its shard
+            set_model_state_dict(model, initial, options=StateDictOptions(full_state_dict=True,
+                                                                          broadcast_from_rank0=True))
+        else:
             self._load_model_shards(model, model_state)
         return model
 
@@ -131,3 +139,8 @@ def _like(param: torch.Tensor, value: Any) -> Any:
                         f"{tuple(local.shape)}\n{RESHARD_HINT}")
     return DTensor.from_local(value.to(local.device), param.device_mesh, param.placements,
                               shape=param.shape, stride=param.stride())
+
+
+def is_on_meta(model: nn.Module) -> bool:
+    """Whether any parameter or buffer of `model` is on the meta device (shapes only, no storage)."""
+    return any(t.is_meta for t in (*model.parameters(), *model.buffers()))

@@ -5,6 +5,7 @@ Config keys (all optional): strategy, backend, accumulation_steps, compression, 
 gradient_checkpointing, optimizer, lr, seed, epochs, batch_size, n_samples, n_features, hidden,
 classes, dropout, dataset ("synthetic" | "digits"), checkpoint_dir, checkpoint_interval,
 checkpoint_unit, stop_after_steps (rank 0's should_stop() turns true on that call), record_allreduce,
+meta_init (ranks other than 0 build the model on the meta device),
 early_stopping, runs (a list of {"name": ..., **overrides}: several trainings one after the other
 in the same processes, each writing <name>_rank<r>.json).
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +116,9 @@ def train_once(cfg: dict[str, Any], out: Path, prefix: str) -> DistributedTraine
     env = detect_environment()
     train, val, n_features, n_classes = make_data(cfg)
     torch.manual_seed(cfg.get("seed", 0))
-    model = MLP(n_features, cfg.get("hidden", [16, 16]), n_classes, dropout=cfg.get("dropout", 0.0))
+    on_meta = cfg.get("meta_init", False) and env.global_rank != 0  # shapes only, off rank 0
+    with torch.device("meta") if on_meta else nullcontext():
+        model = MLP(n_features, cfg.get("hidden", [16, 16]), n_classes, dropout=cfg.get("dropout", 0.0))
 
     store = None
     if cfg.get("checkpoint_dir"):
