@@ -29,7 +29,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import random
 import subprocess
 import threading
 import time
@@ -125,6 +124,15 @@ class Campaign:
                 raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what()}")
             time.sleep(0.2)
 
+    def next_epoch_end(self, job: Job, lines: int) -> float:
+        """time.monotonic() when metrics.jsonl grows past `lines` lines, seen within 10 ms."""
+        deadline = time.monotonic() + DEADLINE_S
+        while epoch_lines(job) <= lines:
+            if self.stop.is_set() or time.monotonic() > deadline:
+                raise TimeoutError(f"{job.label}: no epoch after {lines} within {DEADLINE_S} s")
+            time.sleep(0.01)
+        return time.monotonic()
+
     def preempt(self, job: Job, *, epochs_done: int, batch_shell: bool = False, mid_epoch: bool = False,
                 requeued: bool = True) -> None:
         """Once the job runs and metrics.jsonl has `epochs_done` lines, send USR1 and wait for the requeue."""
@@ -132,8 +140,11 @@ class Campaign:
         self.wait_until(lambda: squeue_state(job) == "RUNNING" and epoch_lines(job) >= epochs_done,
                         lambda: f"{job.label} to run with {epochs_done} epochs done "
                                 f"(now {squeue_state(job)}, {epoch_lines(job)} epochs)")
-        if mid_epoch:  # an epoch takes 0.3-1 s here
-            time.sleep(random.uniform(0.05, 0.25))
+        if mid_epoch:  # aim at a third of an epoch (0.3-1 s here); scancel and forwarding add 0.1-0.3 s
+            seen = epoch_lines(job)
+            first_end = self.next_epoch_end(job, seen)
+            second_end = self.next_epoch_end(job, seen + 1)
+            time.sleep(max(0.0, (second_end - first_end) / 3 - (time.monotonic() - second_end)))
         command(["scancel", "--signal=USR1", *(["--batch"] if batch_shell else []), job.scheduler_id])
         job.signals_sent += 1
         job.notes.append(f"USR1 #{job.signals_sent} after {epoch_lines(job)} epochs")
