@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -39,6 +39,8 @@ class DDPBackend(CommBackend):
     """Gradient averaging by DDP's bucketed allreduce; `no_sync` while gradients accumulate."""
 
     name = "ddp"
+    # Whether gradients pass through DDP comm hooks (and so can go over mpi4py); FSDP's do not.
+    gradient_hooks: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -55,6 +57,10 @@ class DDPBackend(CommBackend):
         self.backend = resolve_process_group_backend(backend, device)
         # The CPU wheel has no MPI process group: gradients then go over mpi4py, the rest over gloo.
         self.gradients_over_mpi = backend == "mpi" and self.backend != "mpi"
+        if self.gradients_over_mpi and not self.gradient_hooks:
+            raise UserError(f"strategy '{self.name}' (model_parallel) reduce-scatters through torch's process group, "
+                            f"and this torch ({torch.__version__}) has no MPI one\nHINT: use backend 'gloo' on CPU "
+                            "or 'nccl' on GPUs")
         self.main_address = main_address or env.main_address
         self.main_port = main_port or env.main_port
         self.timeout = timeout

@@ -34,14 +34,7 @@ class FSDPBackend(DDPBackend):
 
     name = "fsdp"
     sharded = True
-
-    def setup(self) -> None:
-        """Join the process group; FSDP's reduce-scatter runs through it, so MPI must be torch's own."""
-        if self.gradients_over_mpi:
-            raise UserError("strategy 'fsdp' (model_parallel) reduce-scatters through torch's process group, and "
-                            f"this torch ({torch.__version__}) has no MPI one\nHINT: use backend 'gloo' on CPU "
-                            "or 'nccl' on GPUs")
-        super().setup()
+    gradient_hooks = False  # reduce-scatter through the process group: MPI must be torch's own
 
     def wrap_model(self, model: nn.Module, model_state: Mapping[str, Any] | None, compression: str) -> nn.Module:
         """Shard block by block, then the root; fill the shards from rank 0's parameters (a fresh start,
