@@ -21,14 +21,15 @@ least one must lie inside an epoch (the resumed run then continued at that batch
 
 The nine jobs are submitted together by one module fixture (the time-limit job, the longest, first)
 and driven from threads, so the runs with and without preemption share the two nodes instead of
-waiting for each other. Each test then asserts on its own jobs.
+waiting for each other. Each test then asserts on its own jobs. The cluster runs two of them at a time,
+so most wait in the queue first: no wait here counts queue time (tests/slurm/queue_watch.py), and a
+failure says how long the job was queued, active and requeued.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import threading
 import time
@@ -40,6 +41,7 @@ from typing import Any
 
 import pytest
 import torch
+from queue_watch import JobClock, QueueWatch, clean_env
 from support import PYTHON, REPO, SlurmCluster, require
 
 from hpc_train.checkpoint import HDF5CheckpointStore
@@ -64,13 +66,13 @@ HOROVOD = ["distributed.strategy=horovod", "resources.env.OMPI_MCA_mpi_yield_whe
 FSDP = ["distributed.strategy=fsdp"]
 # DDP's gradients by MPI_Allreduce (mpi4py); the ranks wait in MPI like Horovod's, so they yield too.
 DDP_OVER_MPI = ["distributed.backend=mpi", "resources.env.OMPI_MCA_mpi_yield_when_idle='1'"]
-DEADLINE_S = 420  # for one job's whole life, pending time included
+# Budgets are active time only (tests/slurm/queue_watch.py): a job queued behind the module's other jobs
+# spends nothing, and each epoch or requeue starts the budget again, so only a job that stops moving fails.
+PROGRESS_S = 300  # of active time between two signs of progress (start-up under load included)
+# No wall-clock limit on the tests themselves: how long the campaign takes follows from the machine's
+# speed, and every wait inside it ends by itself (the budget above, or a cluster on which nothing runs).
+CAMPAIGN_TIMEOUT_S = 0  # pytest-timeout: none
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
-
-
-def clean_env() -> dict[str, str]:
-    """This environment without SLURM_* job variables (SLURM_CONF kept)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") or k == "SLURM_CONF"}
 
 
 def command(argv: Sequence[str | Path], timeout: float = 60) -> str:
@@ -89,6 +91,7 @@ class Job:
     id: str
     scheduler_id: str
     run_dir: Path
+    clock: JobClock
     signals_sent: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -103,6 +106,7 @@ class Campaign:
         self.root = root
         self.jobs: dict[str, Job] = {}
         self.stop = threading.Event()
+        self.watch = QueueWatch()
 
     def submit(self, label: str, *args: str, overrides: Sequence[str] = ()) -> Job:
         home = self.root / label
@@ -111,35 +115,29 @@ class Campaign:
         out = command([HPC_TRAIN, "--home", home, "submit", MLP_SPEC, *sets, *args])
         job_id = out.split()[-1]
         summary = json.loads(command([HPC_TRAIN, "--home", home, "status", job_id, "--json"]))
-        job = Job(label, home, job_id, summary["scheduler_id"], Path(summary["run_dir"]))
+        job = Job(label, home, job_id, summary["scheduler_id"], Path(summary["run_dir"]),
+                  self.watch.watch(summary["scheduler_id"]))
         self.jobs[label] = job
         return job
 
-    def wait_until(self, condition: Callable[[], bool], what: Callable[[], str], timeout: float = DEADLINE_S) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if self.stop.is_set():
-                raise RuntimeError(f"stopped while waiting for {what()}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what()}")
-            time.sleep(0.2)
+    def wait_until(self, job: Job, condition: Callable[[], bool], what: Callable[[], str],
+                   poll_s: float = 0.2) -> None:
+        """Until `condition()`; fails only after PROGRESS_S of active time with no epoch or requeue."""
+        self.watch.wait([job.scheduler_id], condition, lambda: f"{job.label}: {what()}", PROGRESS_S,
+                        progress=lambda: (epoch_lines(job), len(job.clock.history)), stop=self.stop,
+                        poll_s=poll_s)
 
     def next_epoch_end(self, job: Job, lines: int) -> float:
         """time.monotonic() when metrics.jsonl grows past `lines` lines, seen within 10 ms."""
-        deadline = time.monotonic() + DEADLINE_S
-        while epoch_lines(job) <= lines:
-            if self.stop.is_set() or time.monotonic() > deadline:
-                raise TimeoutError(f"{job.label}: no epoch after {lines} within {DEADLINE_S} s")
-            time.sleep(0.01)
+        self.wait_until(job, lambda: epoch_lines(job) > lines, lambda: f"an epoch after {lines}", poll_s=0.01)
         return time.monotonic()
 
     def preempt(self, job: Job, *, epochs_done: int, batch_shell: bool = False, mid_epoch: bool = False,
                 requeued: bool = True) -> None:
         """Once the job runs and metrics.jsonl has `epochs_done` lines, send USR1 and wait for the requeue."""
-        before = requeues(job)
-        self.wait_until(lambda: squeue_state(job) == "RUNNING" and epoch_lines(job) >= epochs_done,
-                        lambda: f"{job.label} to run with {epochs_done} epochs done "
-                                f"(now {squeue_state(job)}, {epoch_lines(job)} epochs)")
+        before = job.clock.requeues
+        self.wait_until(job, lambda: job.clock.state == "RUNNING" and epoch_lines(job) >= epochs_done,
+                        lambda: f"to run with {epochs_done} epochs done ({epoch_lines(job)} now)")
         if mid_epoch:  # aim at a third of an epoch (0.3-1 s here); scancel and forwarding add 0.1-0.3 s
             seen = epoch_lines(job)
             first_end = self.next_epoch_end(job, seen)
@@ -149,14 +147,14 @@ class Campaign:
         job.signals_sent += 1
         job.notes.append(f"USR1 #{job.signals_sent} after {epoch_lines(job)} epochs")
         if requeued:
-            self.wait_until(lambda: requeues(job) > before, lambda: f"{job.label} to be requeued: {history(job)}")
+            self.wait_until(job, lambda: job.clock.requeues > before, lambda: "to be requeued")
 
     def finish(self, job: Job) -> Outcome:
         """Wait until the job's latest run has ended; gather what the tests check."""
-        self.wait_until(lambda: bool(history(job)) and history(job)[-1] in TERMINAL and squeue_state(job) == "",
-                        lambda: f"{job.label} to end: {history(job)}")
+        self.wait_until(job, lambda: bool(job.clock.history) and job.clock.history[-1] in TERMINAL
+                        and job.clock.state == "", lambda: "to end")
         results_path = job.run_dir / "results.json"
-        return Outcome(job=job, history=history(job),
+        return Outcome(job=job, history=list(job.clock.history),
                        status=json.loads(job.hpc_train("status", job.id, "--json")),
                        run_status=json.loads((job.run_dir / "status.json").read_text()),
                        results=json.loads(job.hpc_train("results", job.id, "--json"))
@@ -176,23 +174,8 @@ class Outcome:
     preemption_checkpoints: list[dict[str, Any]]  # meta of each checkpoint written on preemption
 
     def describe(self) -> str:
-        return (f"{self.job.label} (job {self.job.scheduler_id}): sacct {self.history}, status.json "
+        return (f"{self.job.label} (job {self.job.scheduler_id}): {self.job.clock.describe()}, status.json "
                 f"{self.run_status.get('status')}, {self.job.notes}, logs in {self.job.run_dir}")
-
-
-def squeue_state(job: Job) -> str:
-    """RUNNING, PENDING, ... while SLURM holds the job; '' once it has ended."""
-    return command(["squeue", "-h", "-o", "%T", "-j", job.scheduler_id]).strip()
-
-
-def history(job: Job) -> list[str]:
-    """The state of every run of the job (sacct -D keeps the requeued ones), oldest first."""
-    out = command(["sacct", "-D", "-X", "-n", "-P", "-o", "State", "-j", job.scheduler_id])
-    return [line.split()[0] for line in out.splitlines() if line.strip()]
-
-
-def requeues(job: Job) -> int:
-    return history(job).count("REQUEUED")
 
 
 def metrics(job: Job) -> list[str]:
@@ -277,12 +260,14 @@ def campaign(slurm_cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFacto
     finally:
         camp.stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
+        camp.watch.close()
         for job in camp.jobs.values():  # leave nothing queued on the shared cluster
             subprocess.run(["scancel", job.scheduler_id], capture_output=True, timeout=30, env=clean_env(), check=False)
 
 
 def outcome(campaign: dict[str, Future[Outcome]], label: str) -> Outcome:
-    return campaign[label].result(timeout=DEADLINE_S + 60)
+    """The driver's result: it ends by itself (its waits fail when the job stops moving)."""
+    return campaign[label].result()
 
 
 def assert_resumed_exactly(result: Outcome, reference: Outcome, *, preemptions: int) -> None:
@@ -309,7 +294,7 @@ def assert_resumed_exactly(result: Outcome, reference: Outcome, *, preemptions: 
     assert ours == theirs, f"resumed run differs from the uninterrupted one: {info}"
 
 
-@pytest.mark.timeout(DEADLINE_S + 120)
+@pytest.mark.timeout(CAMPAIGN_TIMEOUT_S)
 def test_submitit_ddp_job_preempted_twice_resumes_bitwise(campaign: dict[str, Future[Outcome]]) -> None:
     result = outcome(campaign, "ddp-twice")
     assert result.job.signals_sent == 2
@@ -318,7 +303,7 @@ def test_submitit_ddp_job_preempted_twice_resumes_bitwise(campaign: dict[str, Fu
     assert first["epoch"] >= 1 and second["step"] > first["step"] + 2 * STEPS_PER_EPOCH, (first, second)
 
 
-@pytest.mark.timeout(DEADLINE_S + 120)
+@pytest.mark.timeout(CAMPAIGN_TIMEOUT_S)
 def test_sbatch_ddp_job_preempted_through_the_batch_shell_resumes_bitwise(
         campaign: dict[str, Future[Outcome]]) -> None:
     result = outcome(campaign, "ddp-sbatch")
@@ -328,7 +313,7 @@ def test_sbatch_ddp_job_preempted_through_the_batch_shell_resumes_bitwise(
     assert "got USR1" in err and "forwarding to the training step" in err, err[-2000:]
 
 
-@pytest.mark.timeout(DEADLINE_S + 120)
+@pytest.mark.timeout(CAMPAIGN_TIMEOUT_S)
 def test_time_limit_warning_requeues_the_job_until_it_is_done(campaign: dict[str, Future[Outcome]]) -> None:
     """No signal from the test: every requeue comes from `--signal=USR1@5` before the 1-minute limit."""
     result = outcome(campaign, "ddp-time-limit")
@@ -337,7 +322,7 @@ def test_time_limit_warning_requeues_the_job_until_it_is_done(campaign: dict[str
     assert_resumed_exactly(result, outcome(campaign, "ddp-reference"), preemptions=1)
 
 
-@pytest.mark.timeout(DEADLINE_S + 120)
+@pytest.mark.timeout(CAMPAIGN_TIMEOUT_S)
 def test_ddp_job_over_mpi_preempted_twice_resumes_bitwise_equal_to_gloo(campaign: dict[str, Future[Outcome]]) -> None:
     # Two ranks: 1/2 folded into the loss is exact and a sum of two is symmetric, so DDP over MPI gives
     # the gloo reference bit for bit (tests/runtime/test_distributed.py checks it without SLURM).
@@ -348,7 +333,7 @@ def test_ddp_job_over_mpi_preempted_twice_resumes_bitwise_equal_to_gloo(campaign
 
 
 @pytest.mark.horovod
-@pytest.mark.timeout(DEADLINE_S + 120)
+@pytest.mark.timeout(CAMPAIGN_TIMEOUT_S)
 def test_submitit_horovod_job_preempted_twice_resumes_bitwise(campaign: dict[str, Future[Outcome]]) -> None:
     require("horovod-twice" in campaign, "Horovod not installed: run scripts/install_horovod.sh")
     result = outcome(campaign, "horovod-twice")
@@ -357,7 +342,7 @@ def test_submitit_horovod_job_preempted_twice_resumes_bitwise(campaign: dict[str
     assert result.results is not None and result.results["strategy"] == "horovod"
 
 
-@pytest.mark.timeout(DEADLINE_S + 120)
+@pytest.mark.timeout(CAMPAIGN_TIMEOUT_S)
 def test_submitit_fsdp_job_preempted_twice_resumes_bitwise_and_equals_ddp(
         campaign: dict[str, Future[Outcome]]) -> None:
     result, reference = outcome(campaign, "fsdp-twice"), outcome(campaign, "fsdp-reference")
@@ -381,7 +366,7 @@ def test_submitit_fsdp_job_preempted_twice_resumes_bitwise_and_equals_ddp(
     assert result.results["accuracy"] == pytest.approx(ddp["accuracy"], abs=0.01)
 
 
-@pytest.mark.timeout(DEADLINE_S + 120)
+@pytest.mark.timeout(CAMPAIGN_TIMEOUT_S)
 def test_max_requeues_zero_checkpoints_and_ends_preempted(campaign: dict[str, Future[Outcome]]) -> None:
     result = outcome(campaign, "ddp-no-requeue")
     info = result.describe()
