@@ -95,7 +95,7 @@ class QueueWatch:
             try:
                 self._poll(now - last)
                 self.error = None
-            except Exception as exc:  # a slow or restarting slurmctld: keep polling, report if it lasts
+            except Exception as exc:  # noqa: BLE001 - a slow or restarting slurmctld: poll on, report if it lasts
                 self.error = exc
             last = now
 

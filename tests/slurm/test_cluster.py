@@ -70,10 +70,9 @@ def test_requeue_restarts_job_quickly(slurm_cluster: SlurmCluster, tmp_path: Pat
                  f'echo "restart=${{SLURM_RESTART_COUNT:-0}}" >> {starts}; sleep 300', cwd=tmp_path)
     try:
         wait_for(lambda: starts.exists() and "restart=0" in starts.read_text(), 60, f"job {job} to start")
-        t0 = time.monotonic()
         run(["scontrol", "requeue", job])
-        wait_for(lambda: "restart=1" in starts.read_text(), 60, f"job {job} to restart after requeue")
-        elapsed = time.monotonic() - t0
+        # With SLURM's default cred_expire a requeued job may not start again for 120 s; AuthInfo's
+        # cred_expire=5 makes it ~6 s. The budget sits between, with room for a loaded machine.
+        wait_for(lambda: "restart=1" in starts.read_text(), 90, f"job {job} to restart after requeue")
     finally:
         subprocess.run(["scancel", job], env=clean_env(), capture_output=True, timeout=30, check=False)
-    assert elapsed < 20, f"requeued job took {elapsed:.1f}s to restart (AuthInfo cred_expire should keep it ~6 s)"
