@@ -153,6 +153,7 @@ def test_pipeline_stages_are_checked(tmp_path: Path) -> None:
     for bad, key in [([], None), ([{"stage": "x"}], "stages[0].script"),
                      ([{"stage": "x", "script": "missing.py"}], "stages[0].script"),
                      ([{"stage": "a b", "script": "a.py"}], "stages[0].stage"),
+                     ([{"stage": "prep\n", "script": "a.py"}], "stages[0].stage"),
                      ([{"stage": "x", "script": "a.py", "command": "ls"}], "stages[0].command"),
                      ([{"stage": "x", "script": "a.py"}, {"stage": "x", "script": "a.py"}], "stages[1].stage"),
                      ([{"stage": "x", "script": "a.py", "resources": {"cpu": -1}}], "stages[0].resources")]:
