@@ -92,7 +92,7 @@ def test_search_budget_and_workers() -> None:
     assert validate_search(**search(n_trials=3, parallel=8)).parallel == 3  # never more workers than trials
     assert validate_search(**search(strategy="random")).budget == 20
     assert validate_search(**search(metric="loss")).direction == "minimize"
-    assert len(grid_points(grid.param_space)) == 4
+    assert len(list(grid_points(grid.param_space))) == 4
 
 
 def test_grid_is_queued_costliest_first_and_capped_by_n_trials() -> None:
