@@ -52,7 +52,7 @@ def test_spec_field_names_and_spec_shaped_configs_are_accepted() -> None:
 
 @pytest.mark.parametrize(("config", "resources", "key"), [
     ({"model": "random_forest", "params": {"n_trees": 5}}, None, "params.n_trees"),
-    ({"model": "random_forest", "hyperparameters": {"max_depth": -5}}, None, "hyperparameters"),
+    ({"model": "random_forest", "hyperparameters": {"max_depth": -5}}, None, "hyperparameters.max_depth"),
     ({"model": "xgboost"}, None, "model"),
     ({"model": "svm", "data_path": "sklearn:mnist"}, None, "data_path"),
     ({"model": "svm", "epochs": 0}, None, "epochs"),
