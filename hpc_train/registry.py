@@ -70,6 +70,13 @@ class JobRecord:
                 "parent": self.parent, "created": self.created, "updated": self.updated}
 
 
+# words in SQLite's message -> what to tell the user (else: check the folder is writable and not full)
+_SQLITE_HINTS = {
+    "database is locked": "another hpc-train process held the registry for 30 s; try again, and on a network "
+                          "filesystem whose locks do not work, use a folder on a local disk",
+    "readonly database": "the registry file is read-only for you",
+    "disk I/O error": "the filesystem failed a read or write (a network filesystem that went away?)",
+}
 # a marker in the registry folder: the network-filesystem warning was shown once already
 _NOTED_MARKER = ".network-filesystem-noted"
 
@@ -129,9 +136,10 @@ class JobRegistry:
                 f"(mv {self.path} {self.path}.broken) and hpc-train starts an empty registry: running jobs "
                 "go on and their run directories stay, but hpc-train no longer lists them; "
                 "or set HPC_TRAIN_HOME (or --home) to another folder")
-        return RegistryError(f"cannot use the job registry {self.path}: {exc}; HINT: check that "
-                             f"{self.home} is writable and not full, or set HPC_TRAIN_HOME (or --home) "
-                             "to another folder")
+        hint = next((h for words, h in _SQLITE_HINTS.items() if words in str(exc)),
+                    f"check that {self.home} is writable and not full")
+        return RegistryError(f"cannot use the job registry {self.path}: {exc}; HINT: {hint}, "
+                             "or set HPC_TRAIN_HOME (or --home) to another folder")
 
     @staticmethod
     def new_id() -> str:

@@ -190,3 +190,18 @@ def test_unwritable_registry_folder_is_a_registry_error(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(RegistryError, match="cannot create the registry folder .*HPC_TRAIN_HOME"):
         JobRegistry(blocker / "home")
+
+
+
+@pytest.mark.parametrize(("sqlite_message", "hint"), [
+    ("database is locked", "another hpc-train process held the registry for 30 s"),
+    ("attempt to write a readonly database", "the registry file is read-only for you"),
+    ("disk I/O error", "a network filesystem that went away?"),
+    ("unable to open database file", "is writable and not full"),
+])
+def test_sqlite_failures_are_told_with_a_hint(sqlite_message: str, hint: str, tmp_path: Path) -> None:
+    # the mapping from SQLite's words to a hint; a 30-s lock or a failing disk is not staged here
+    registry = JobRegistry(tmp_path / "home", mounts_text=LOCAL)
+    error = registry._unusable(sqlite3.OperationalError(sqlite_message))
+    assert str(error).startswith(f"cannot use the job registry {registry.path}: {sqlite_message}; HINT: ")
+    assert hint in str(error) and str(error).endswith("or set HPC_TRAIN_HOME (or --home) to another folder")
