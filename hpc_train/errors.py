@@ -78,3 +78,7 @@ class SchedulerUnavailable(UserError):
 
 class JobNotFound(UserError):
     """No job with that id in the registry."""
+
+
+class RegistryError(UserError):
+    """The job registry (SQLite under $HPC_TRAIN_HOME) is damaged or cannot be used."""

@@ -1,8 +1,13 @@
-"""The job registry: one SQLite database (WAL) under $HPC_TRAIN_HOME that outlives the login shell."""
+"""The job registry: one SQLite database under $HPC_TRAIN_HOME that outlives the login shell.
+
+WAL journal on a local disk; on a network filesystem (an NFS home shared by several login nodes)
+WAL's shared memory is not shared between hosts, so the registry uses the rollback journal there.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import sqlite3
@@ -13,8 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpc_train.errors import JobNotFound
+from hpc_train.errors import JobNotFound, RegistryError
+from hpc_train.filesystems import NETWORK_FILESYSTEMS, network_filesystem
 from hpc_train.status import JobStatus
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -62,26 +70,76 @@ class JobRecord:
                 "parent": self.parent, "created": self.created, "updated": self.updated}
 
 
-class JobRegistry:
-    """Jobs by id. Safe for several processes on one login node (WAL, busy timeout)."""
+# words in SQLite's message -> what to tell the user (else: check the folder is writable and not full)
+_SQLITE_HINTS = {
+    "database is locked": "another hpc-train process held the registry for 30 s; try again, and on a network "
+                          "filesystem whose locks do not work, use a folder on a local disk",
+    "readonly database": "the registry file is read-only for you",
+    "disk I/O error": "the filesystem failed a read or write (a network filesystem that went away?)",
+}
+# a marker in the registry folder: the network-filesystem warning was shown once already
+_NOTED_MARKER = ".network-filesystem-noted"
 
-    def __init__(self, home: str | Path | None = None) -> None:
+
+class JobRegistry:
+    """Jobs by id. Safe for several processes (busy timeout; WAL on local disks, rollback journal
+    on network filesystems). A damaged database is a RegistryError naming the file and the fix."""
+
+    def __init__(self, home: str | Path | None = None, *, mounts_text: str | None = None) -> None:
+        """mounts_text: a /proc/mounts text to decide the journal mode from (default: the real one)."""
         self.home = Path(home) if home is not None else default_home()
-        self.home.mkdir(parents=True, exist_ok=True)
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RegistryError(f"cannot create the registry folder {self.home}: {exc.strerror}; "
+                                "HINT: set HPC_TRAIN_HOME (or --home) to a writable folder") from None
         self.path = self.home / "registry.db"
+        self.journal_mode = self._choose_journal_mode(mounts_text)
         with self._connect() as db:
             db.executescript(SCHEMA)
 
+    def _choose_journal_mode(self, mounts_text: str | None) -> str:
+        mount = network_filesystem(self.home, mounts_text)
+        if mount is None:
+            return "WAL"
+        marker = self.home / _NOTED_MARKER
+        level = logging.INFO if marker.exists() else logging.WARNING
+        log.log(level, "the job registry %s is on %s (%s, mounted at %s): using SQLite's rollback journal, "
+                "since WAL is unsafe when several hosts share the file; set HPC_TRAIN_HOME to a folder on a "
+                "local disk for a faster registry (this is said once)",
+                self.path, NETWORK_FILESYSTEMS[mount.fstype], mount.fstype, mount.point)
+        marker.touch(exist_ok=True)
+        return "DELETE"
+
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise self._unusable(exc) from None
+        try:
+            db.execute(f"PRAGMA journal_mode={self.journal_mode}")
             db.execute("PRAGMA busy_timeout=30000")
             db.row_factory = sqlite3.Row
             yield db
+        except (sqlite3.OperationalError, sqlite3.DatabaseError) as exc:
+            if type(exc) not in (sqlite3.OperationalError, sqlite3.DatabaseError):
+                raise  # IntegrityError and friends are bugs, not a broken file
+            raise self._unusable(exc) from None
         finally:
             db.close()
+
+    def _unusable(self, exc: sqlite3.Error) -> RegistryError:
+        if type(exc) is sqlite3.DatabaseError:  # "file is not a database", "disk image is malformed"
+            return RegistryError(
+                f"the job registry {self.path} is damaged ({exc}); HINT: move it aside "
+                f"(mv {self.path} {self.path}.broken) and hpc-train starts an empty registry: running jobs "
+                "go on and their run directories stay, but hpc-train no longer lists them; "
+                "or set HPC_TRAIN_HOME (or --home) to another folder")
+        hint = next((h for words, h in _SQLITE_HINTS.items() if words in str(exc)),
+                    f"check that {self.home} is writable and not full")
+        return RegistryError(f"cannot use the job registry {self.path}: {exc}; HINT: {hint}, "
+                             "or set HPC_TRAIN_HOME (or --home) to another folder")
 
     @staticmethod
     def new_id() -> str:

@@ -19,6 +19,19 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a spec value, e.g. --set training.epochs=5 (repeatable)")
 
 
+def add_preflight_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-check-data", action="store_true",
+                        help="do not look for the data files on this host (they exist only on the compute nodes); "
+                             "hyperparameters and the model factory are still checked")
+
+
+def preflight_from_args(args: argparse.Namespace, spec: JobSpec, base_dir: Path) -> None:
+    """What the submitting host can see: data files, hyperparameters, the model factory (hpc_train.preflight)."""
+    from hpc_train.preflight import run_preflight
+
+    run_preflight(spec, base_dir, file=args.spec, check_data=not args.no_check_data)
+
+
 def spec_from_args(args: argparse.Namespace) -> tuple[JobSpec, Path]:
     """The validated spec and the folder its relative paths are resolved against."""
     spec = load_spec(args.spec, args.overrides)

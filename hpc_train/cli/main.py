@@ -10,7 +10,7 @@ import sys
 from hpc_train import __version__
 from hpc_train.errors import UserError
 
-VERBS = ["validate", "render", "run", "launch", "submit", "status", "wait", "results", "logs", "list", "cancel",
+VERBS = ["init", "validate", "render", "run", "launch", "submit", "status", "wait", "results", "logs", "list", "cancel",
          "monitor", "plot", "sweep", "best", "pipeline"]
 
 

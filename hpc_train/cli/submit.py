@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from hpc_train.cli.common import add_spec_arguments, registry_from_args, spec_from_args
+from hpc_train.cli.common import (
+    add_preflight_arguments,
+    add_spec_arguments,
+    preflight_from_args,
+    registry_from_args,
+    spec_from_args,
+)
 from hpc_train.jobs import EXECUTORS, resolve_dependency, submit_job
 from hpc_train.scheduler.base import SubmissionPlan
 
@@ -12,8 +18,11 @@ from hpc_train.scheduler.base import SubmissionPlan
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("submit", help="submit a spec as a job; prints the job id last",
                             description="Submit a job. --executor auto (default) uses SLURM when sbatch "
-                                        "answers, this machine otherwise. The last word printed is the job id.")
+                                        "answers, this machine otherwise. The last word printed is the job id. "
+                                        "The spec is checked first as `validate` does (data files, "
+                                        "hyperparameters, model factory); nothing is submitted when it fails.")
     add_spec_arguments(parser)
+    add_preflight_arguments(parser)
     parser.add_argument("--executor", choices=EXECUTORS, default="auto")
     parser.add_argument("--sbatch", action="store_true", help="submit the rendered script with sbatch "
                                                                "(same as --executor sbatch)")
@@ -24,6 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     spec, base = spec_from_args(args)
+    preflight_from_args(args, spec, base)
     executor = "sbatch" if args.sbatch else args.executor
     registry = registry_from_args(args)
     dependency = resolve_dependency(args.dependency, registry) if args.dependency else None

@@ -4,20 +4,29 @@ from __future__ import annotations
 
 import argparse
 
-from hpc_train.cli.common import add_spec_arguments, spec_from_args
+from hpc_train.cli.common import (
+    add_preflight_arguments,
+    add_spec_arguments,
+    preflight_from_args,
+    spec_from_args,
+)
 from hpc_train.spec import dump_spec
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("validate", help="check a job spec; print it with every default filled in",
-                            description="Validate a job spec. Exit 0 when valid, 2 with one message otherwise.")
+                            description="Validate a job spec and what this host can see of it: the data "
+                                               "files, the scikit-learn hyperparameters, the model factory. "
+                                               "Exit 0 when valid, 2 with one message otherwise.")
     add_spec_arguments(parser)
+    add_preflight_arguments(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing when the spec is valid")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    spec, _ = spec_from_args(args)
+    spec, base = spec_from_args(args)
+    preflight_from_args(args, spec, base)
     if not args.quiet:
         print(dump_spec(spec), end="")
         print(f"# {args.spec}: valid")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from hpc_train.errors import SpecError
@@ -13,6 +14,9 @@ _ESTIMATORS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "gradient_boosting": ("sklearn.ensemble", "GradientBoostingClassifier", {}),
     "logistic_regression": ("sklearn.linear_model", "LogisticRegression", {"max_iter": 1000}),
 }
+# scikit-learn's parameter validation names the parameter: "The 'n_estimators' parameter of ... Got 'ten' instead."
+_PARAMETER_NAMED = re.compile(r"The '(\w+)' parameter")
+_GOT = re.compile(r"\s*Got .* instead\.?\s*$", re.DOTALL)
 
 
 def build_sklearn(name: str, hyperparameters: dict[str, Any], seed: int) -> Any:
@@ -33,6 +37,11 @@ def build_sklearn(name: str, hyperparameters: dict[str, Any], seed: int) -> Any:
         estimator = estimator_cls(**params)
         estimator._validate_params()
     except (TypeError, ValueError) as exc:
+        named = _PARAMETER_NAMED.search(str(exc))
+        if named and named.group(1) in hyperparameters:
+            reason = _GOT.sub("", str(exc))  # the value is shown once, as "got ..."
+            raise SpecError(f"bad hyperparameter for {name}: {reason}", key=f"model.hyperparameters.{named.group(1)}",
+                            value=hyperparameters[named.group(1)]) from None
         raise SpecError(f"bad hyperparameters for {name}: {exc}", key="model.hyperparameters",
                         value=hyperparameters) from None
     return estimator

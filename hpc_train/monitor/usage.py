@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-RANK_FILE = re.compile(r"^resources\.rank(\d+)\.jsonl$")
+RANK_FILE = re.compile(r"resources\.rank(\d+)\.jsonl")
 TAIL_BYTES = 64 * 1024  # enough for the last sample even with many GPUs in it
 GIB = 1024 ** 3
 MIB = 1024 ** 2
@@ -24,7 +24,7 @@ def rank_files(run_dir: Path) -> dict[int, Path]:
     """rank -> its resources file, in rank order."""
     if not run_dir.is_dir():
         return {}
-    found = {int(m.group(1)): p for p in run_dir.iterdir() if (m := RANK_FILE.match(p.name))}
+    found = {int(m.group(1)): p for p in run_dir.iterdir() if (m := RANK_FILE.fullmatch(p.name))}
     return dict(sorted(found.items()))
 
 

@@ -20,6 +20,7 @@ from hpc_train.orchestrator.status import job_status, parent_status
 from hpc_train.registry import JobRecord, JobRegistry
 from hpc_train.rundir import RunDirectory
 from hpc_train.spec import JobSpec
+from hpc_train.spec.model import SLURM_NAME
 from hpc_train.status import JobStatus
 
 if TYPE_CHECKING:
@@ -307,7 +308,7 @@ class TrainingOrchestrator:
         from hpc_train.orchestrator.pipeline import parse_stages
 
         folder = Path(workdir or Path.cwd()).absolute()
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$", name):
+        if not SLURM_NAME.fullmatch(name):
             raise SpecError("a pipeline name may contain letters, digits and _ . + -", file="create_pipeline",
                             key="name", value=name)
         return Pipeline(name, parse_stages(stages, base_dir=folder), folder, self)

@@ -59,7 +59,7 @@ def parse_stages(stages: Any, *, base_dir: Path, where: str = "create_pipeline")
                 raise SpecError(f"'{required}' is required and must be text", file=where, key=f"{key}.{required}",
                                 value=item.get(required))
         name = item["stage"]
-        if not SLURM_NAME.match(name):
+        if not SLURM_NAME.fullmatch(name):
             raise SpecError("a stage name may contain letters, digits and _ . + -", file=where,
                             key=f"{key}.stage", value=name)
         if name in {s.stage for s in parsed}:

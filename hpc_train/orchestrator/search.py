@@ -7,11 +7,10 @@ bayesian searches, to a range `{"low": 1e-3, "high": 10.0, "log": true}` (ints w
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,10 +172,19 @@ def grid_size(space: Mapping[str, Any]) -> int:
     return math.prod(len(values) for values in space.values())
 
 
-def grid_points(space: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Every combination of a grid, in order."""
-    names = list(space)
-    return [dict(zip(names, combo)) for combo in itertools.product(*(space[n] for n in names))]
+def grid_point(space: Mapping[str, Any], index: int) -> dict[str, Any]:
+    """The grid's point number INDEX (0 <= INDEX < grid_size), in itertools.product order (the last
+    parameter varies fastest), computed without building the grid."""
+    point: dict[str, Any] = {}
+    for name in reversed(list(space)):
+        index, digit = divmod(index, len(space[name]))
+        point[name] = space[name][digit]
+    return {name: point[name] for name in space}
+
+
+def grid_points(space: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every combination of a grid, in order, one at a time."""
+    return (grid_point(space, index) for index in range(grid_size(space)))
 
 
 def grid_queue(settings: SearchSettings) -> list[dict[str, Any]]:
@@ -184,13 +192,14 @@ def grid_queue(settings: SearchSettings) -> list[dict[str, Any]]:
 
     Costliest-looking first (larger numbers, and None, which usually means "no limit", before smaller
     ones), so the trials left at the end are short ones and the workers finish together. With a budget
-    below the grid size: a seeded random subset of that size.
+    below the grid size: a seeded random subset of that size, drawn as distinct point numbers, so a
+    10^6-point grid with 100 trials costs 100 points, not 10^6.
     """
-    points = grid_points(settings.param_space)
-    if settings.budget < len(points):
-        random.Random(settings.seed).shuffle(points)
-        points = points[:settings.budget]
-    return sorted(points, key=_cost_key, reverse=True)
+    size = grid_size(settings.param_space)
+    chosen: Sequence[int] = range(size)
+    if settings.budget < size:
+        chosen = random.Random(settings.seed).sample(range(size), settings.budget)  # distinct, O(budget)
+    return sorted((grid_point(settings.param_space, i) for i in chosen), key=_cost_key, reverse=True)
 
 
 def _cost_key(point: Mapping[str, Any]) -> tuple[float, ...]:
@@ -236,10 +245,7 @@ def decode(space: Mapping[str, Any], stored: Mapping[str, Any]) -> dict[str, Any
 def make_sampler(settings: SearchSettings, seed: int) -> optuna.samplers.BaseSampler:
     """The Optuna sampler of a strategy, seeded per worker."""
     if settings.strategy == "grid":
-        # the sweep's seed, not the worker's: GridSampler shuffles its points by seed and numbers
-        # them, and every worker must mean the same point by the same number
-        encoded = {name: [encode(v) for v in values] for name, values in settings.param_space.items()}
-        return ClaimedGridSampler(encoded, seed=settings.seed)
+        return QueuedGridSampler(seed=seed)
     if settings.strategy == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     startup = max(2, min(10, settings.budget // 2))
@@ -253,18 +259,19 @@ def make_pruner(settings: SearchSettings) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-class ClaimedGridSampler(optuna.samplers.GridSampler):
-    """The grid strategy's sampler. Its points are queued up front (create_study) and workers only
-    take queued trials (trials.run_trials), so racing workers never evaluate a point twice: Optuna's
-    GridSampler alone repeats points when workers ask at the same time.
+class QueuedGridSampler(optuna.samplers.RandomSampler):
+    """The grid strategy's sampler, which never samples: a grid sweep's points are queued up front
+    as waiting trials with fixed parameters (create_study), and workers take only queued trials,
+    under a lock (trials.run_trials), so racing workers never evaluate a point twice.
 
-    GridSampler.after_trial calls study.stop() once the grid is spent, which works only inside
-    study.optimize; the workers count the budget themselves instead.
+    Not Optuna's GridSampler: it builds and shuffles the whole grid in every worker (seconds and
+    hundreds of MB for 10^6 points) and repeats points when workers ask at the same time.
     """
 
-    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
-                    state: optuna.trial.TrialState, values: Sequence[float] | None) -> None:
-        return None
+    def sample_independent(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, param_name: str,
+                           param_distribution: optuna.distributions.BaseDistribution) -> Any:
+        raise RuntimeError(f"grid trial {trial.number} has no queued value for {param_name!r}; "
+                           "a grid sweep runs only the points queued when it was created")
 
 
 def journal_path(sweep_dir: Path) -> Path:

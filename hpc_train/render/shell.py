@@ -12,8 +12,9 @@ from typing import Any
 
 from hpc_train.errors import UserError
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_PLAIN_WORD = re.compile(r"^[\w@%+=:,./-]+$", re.ASCII)
+# used with fullmatch: `$` would also match before a final newline
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PLAIN_WORD = re.compile(r"[\w@%+=:,./-]+", re.ASCII)
 
 
 class ShellSafe(str):
@@ -43,7 +44,7 @@ def sbatch_quote(value: Any) -> ShellSafe:
     text = str(value)
     if "\n" in text or "\r" in text:
         raise UserError(f"a value on an #SBATCH line cannot contain a newline: {text!r}")
-    if _PLAIN_WORD.match(text):
+    if _PLAIN_WORD.fullmatch(text):
         return ShellSafe(text)
     return ShellSafe('"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"')
 
@@ -51,7 +52,7 @@ def sbatch_quote(value: Any) -> ShellSafe:
 def env_name(value: Any) -> ShellSafe:
     """An environment variable name, checked rather than quoted (names cannot be quoted)."""
     text = str(value)
-    if not _ENV_NAME.match(text):
+    if not _ENV_NAME.fullmatch(text):
         raise ValueError(f"not a valid environment variable name: {text!r}")
     return ShellSafe(text)
 

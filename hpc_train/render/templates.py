@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
-from pathlib import Path
 
 import jinja2
 
+from hpc_train.package_data import templates
 from hpc_train.render.shell import (
     definition_line,
     env_name,
@@ -18,19 +18,24 @@ from hpc_train.render.shell import (
 )
 
 
-def templates_dir() -> Path:
-    """Where templates live: $HPC_TRAIN_TEMPLATES, else the repository's templates/ folder."""
-    override = os.environ.get("HPC_TRAIN_TEMPLATES")
+def _packaged_template(name: str) -> str | None:
+    source = templates() / name
+    return source.read_text(encoding="utf-8") if source.is_file() else None  # None: TemplateNotFound
+
+
+def template_loader(directory: str | None = None) -> jinja2.BaseLoader:
+    """DIRECTORY, else $HPC_TRAIN_TEMPLATES, else the templates shipped inside the package."""
+    override = directory or os.environ.get("HPC_TRAIN_TEMPLATES")
     if override:
-        return Path(override)
-    return Path(__file__).resolve().parents[2] / "templates"
+        return jinja2.FileSystemLoader(override)
+    return jinja2.FunctionLoader(_packaged_template)
 
 
 @lru_cache(maxsize=4)
 def environment(directory: str | None = None) -> jinja2.Environment:
     """A cached Jinja environment over the templates folder."""
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(directory or str(templates_dir())),
+        loader=template_loader(directory),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,

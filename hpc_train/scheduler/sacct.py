@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from hpc_train.commands import run_command
 from hpc_train.status import JobStatus, from_slurm
 
-_ARRAY_PENDING = re.compile(r"^(\d+)_\[(.+)\]$")
+_ARRAY_PENDING = re.compile(r"(\d+)_\[(.+)\]")
 
 
 def base_job_id(job_id: str) -> str:
@@ -35,7 +35,7 @@ def parse_sacct(text: str, wanted: Iterable[str]) -> dict[str, JobStatus]:
         if "|" not in line:
             continue
         job_id, state = line.split("|", 1)[:2]
-        pending = _ARRAY_PENDING.match(job_id)
+        pending = _ARRAY_PENDING.fullmatch(job_id)
         if pending:
             for index in _expand_range(pending.group(2)):
                 states.setdefault(f"{pending.group(1)}_{index}", from_slurm(state))

@@ -157,6 +157,12 @@ def _check_consistency(spec: JobSpec, file: str) -> None:
         raise SpecError("data_parallel is the single-node form of ddp", file=file, key="distributed.strategy",
                         value="data_parallel", allowed=["ddp", "horovod", "model_parallel"],
                         hint="use strategy: ddp for more than one node")
+    if spec.preemption.grace_seconds >= spec.resources.time:
+        raise SpecError(f"preemption.grace_seconds ({spec.preemption.grace_seconds} s) must be shorter than "
+                        f"resources.time ({spec.resources.time_slurm} = {spec.resources.time} s): the job "
+                        "would be signalled before it starts", file=file, key="preemption.grace_seconds",
+                        value=spec.preemption.grace_seconds,
+                        hint="lower preemption.grace_seconds or raise resources.time")
     if not spec.model.is_torch and spec.world_size > 1:
         raise SpecError("scikit-learn models train in one process", file=file, key="resources.tasks_per_node",
                         value=spec.resources.tasks_per_node,

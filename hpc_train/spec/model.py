@@ -16,12 +16,14 @@ SKLEARN_DATASETS = ("digits", "iris", "wine", "breast_cancer")
 STRATEGIES = ("none", "ddp", "data_parallel", "horovod", "model_parallel", "fsdp")
 METRICS = ("accuracy", "f1_score", "precision", "recall", "loss")
 
+# Name-like patterns are used with fullmatch only: `$` also matches before a final newline, so
+# `re.match("...$", "NAME\n")` would let a YAML block scalar ("NAME\n") through.
 # Names that end up in #SBATCH lines and file names: keep them to what SLURM itself accepts.
-SLURM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
-IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SLURM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")
+IMPORT_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # SLURM feature expressions: names joined by & | , * with [ ] ( ) groups; nothing a shell or sbatch line reads.
-CONSTRAINT = re.compile(r"^[A-Za-z0-9_.+\-=:&|,*!\[\]()]{1,512}$")
+CONSTRAINT = re.compile(r"[A-Za-z0-9_.+\-=:&|,*!\[\]()]{1,512}")
 # Control characters (newline, NUL, ...) would end a #SBATCH or Apptainer line, or cannot be passed to a process.
 CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
@@ -47,7 +49,7 @@ def _single_line(value: Any) -> Any:
 
 
 def _slurm_name(value: str | None, what: str) -> str | None:
-    if value is not None and not SLURM_NAME.match(value):
+    if value is not None and not SLURM_NAME.fullmatch(value):
         raise ValueError(f"{what} may contain letters, digits and _ . + - (up to 128), starting with a letter or digit")
     return value
 
@@ -62,7 +64,7 @@ class ModelSpec(Section):
     @field_validator("type")
     @classmethod
     def _known_type(cls, value: str) -> str:
-        if value in BUILTIN_MODELS or IMPORT_PATH.match(value):
+        if value in BUILTIN_MODELS or IMPORT_PATH.fullmatch(value):
             return value
         raise ValueError("unknown model type; use one of " + ", ".join(BUILTIN_MODELS)
                          + " or an import path package.module:factory")
@@ -143,7 +145,7 @@ class ResourcesSpec(Section):
     @field_validator("constraint")
     @classmethod
     def _constraint(cls, value: str | None) -> str | None:
-        if value is not None and not CONSTRAINT.match(value):
+        if value is not None and not CONSTRAINT.fullmatch(value):
             raise ValueError("a constraint is feature names joined by & | , * with [ ] ( ) groups, "
                              "e.g. gpu&a100 or [rack1|rack2]; no spaces, quotes or $")
         return value
@@ -162,7 +164,7 @@ class ResourcesSpec(Section):
     @classmethod
     def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
         for name in value:
-            if not ENV_NAME.match(name):
+            if not ENV_NAME.fullmatch(name):
                 raise ValueError(f"environment variable name {name!r} is not a valid shell name")
         return _single_line(value)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 
-_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
+_MEMORY = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", re.IGNORECASE)
 _MEMORY_FACTOR_MB = {"K": 1 / 1024, "M": 1, "": 1, "G": 1024, "T": 1024 * 1024}
 
-_TIME_DHMS = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d{1,2}))?(?::(\d{1,2}))?$")
+_TIME_DHMS = re.compile(r"(?:(\d+)-)?(\d+)(?::(\d{1,2}))?(?::(\d{1,2}))?")
 
 MEMORY_FORMS = "an integer of megabytes or a size like 8GB, 8G, 8192M, 512MB, 1TB"
 TIME_FORMS = "minutes (e.g. 90), HH:MM:SS, D-HH:MM:SS, D-HH or MM:SS"
@@ -23,7 +23,7 @@ def parse_memory_mb(value: object) -> int:
         return value
     if not isinstance(value, str):
         raise ValueError(f"memory must be {MEMORY_FORMS}")
-    match = _MEMORY.match(value)
+    match = _MEMORY.fullmatch(value)
     if not match:
         raise ValueError(f"memory must be {MEMORY_FORMS}")
     megabytes = float(match.group(1)) * _MEMORY_FACTOR_MB[match.group(2).upper()]
@@ -43,7 +43,7 @@ def parse_time_seconds(value: object) -> int:
     if not isinstance(value, str):
         raise ValueError(f"time must be {TIME_FORMS}")
     text = value.strip()
-    match = _TIME_DHMS.match(text)
+    match = _TIME_DHMS.fullmatch(text)
     if not match:
         raise ValueError(f"time must be {TIME_FORMS}")
     days, first, second, third = match.groups()

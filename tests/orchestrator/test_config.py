@@ -52,7 +52,7 @@ def test_spec_field_names_and_spec_shaped_configs_are_accepted() -> None:
 
 @pytest.mark.parametrize(("config", "resources", "key"), [
     ({"model": "random_forest", "params": {"n_trees": 5}}, None, "params.n_trees"),
-    ({"model": "random_forest", "hyperparameters": {"max_depth": -5}}, None, "hyperparameters"),
+    ({"model": "random_forest", "hyperparameters": {"max_depth": -5}}, None, "hyperparameters.max_depth"),
     ({"model": "xgboost"}, None, "model"),
     ({"model": "svm", "data_path": "sklearn:mnist"}, None, "data_path"),
     ({"model": "svm", "epochs": 0}, None, "epochs"),
@@ -92,7 +92,7 @@ def test_search_budget_and_workers() -> None:
     assert validate_search(**search(n_trials=3, parallel=8)).parallel == 3  # never more workers than trials
     assert validate_search(**search(strategy="random")).budget == 20
     assert validate_search(**search(metric="loss")).direction == "minimize"
-    assert len(grid_points(grid.param_space)) == 4
+    assert len(list(grid_points(grid.param_space))) == 4
 
 
 def test_grid_is_queued_costliest_first_and_capped_by_n_trials() -> None:
@@ -153,6 +153,7 @@ def test_pipeline_stages_are_checked(tmp_path: Path) -> None:
     for bad, key in [([], None), ([{"stage": "x"}], "stages[0].script"),
                      ([{"stage": "x", "script": "missing.py"}], "stages[0].script"),
                      ([{"stage": "a b", "script": "a.py"}], "stages[0].stage"),
+                     ([{"stage": "prep\n", "script": "a.py"}], "stages[0].stage"),
                      ([{"stage": "x", "script": "a.py", "command": "ls"}], "stages[0].command"),
                      ([{"stage": "x", "script": "a.py"}, {"stage": "x", "script": "a.py"}], "stages[1].stage"),
                      ([{"stage": "x", "script": "a.py", "resources": {"cpu": -1}}], "stages[0].resources")]:

@@ -21,6 +21,7 @@ from sbatch_directives import sbatch_arguments, sbatch_options
 from hpc_train.errors import SpecError, UserError
 from hpc_train.jobs import prepare_job
 from hpc_train.render import RenderContext, render_sbatch, worker_command
+from hpc_train.render.shell import env_name, sbatch_quote
 from hpc_train.spec import JobSpec, load_spec, parse_spec
 from hpc_train.spec.model import CONTROL
 
@@ -322,3 +323,11 @@ def test_the_sandbox_notices_an_injection(tmp_path: Path) -> None:
     proc = box.run("#!/bin/bash\nexport X=a; rm -rf ~/sentinel\n")
     with pytest.raises((AssertionError, FileNotFoundError)):
         box.assert_nothing_else_ran(proc)
+
+
+@pytest.mark.parametrize("value", ["NCCL_SOCKET_IFNAME\n", "A\n", "\nA"], ids=repr)
+def test_filters_match_whole_values_not_up_to_a_final_newline(value: str) -> None:
+    with pytest.raises(ValueError, match="not a valid environment variable name"):
+        env_name(value)
+    with pytest.raises(UserError, match="cannot contain a newline"):
+        sbatch_quote(value)

@@ -138,6 +138,24 @@ BAD_SPECS = [
     bad("yaml-tab-indent", "name: t\nmodel:\n\ttype: svm\n", None, "invalid YAML", "line 3"),
     bad("yaml-python-tag", "name: !!python/object:os.system t\nmodel: {type: svm}\n", None, "invalid YAML",
         "line 1"),
+    # `$` in a pattern matches before a final newline: name-like fields must match whole
+    bad("env-name-trailing-newline", HEAD + "resources: {env: {\"NCCL_SOCKET_IFNAME\\n\": ib0}}\n", "resources.env",
+        "'NCCL_SOCKET_IFNAME\\n'", "not a valid shell name"),
+    bad("name-block-scalar", "name: |\n  myjob\nmodel: {type: svm}\n", "name", "letters, digits", "'myjob\\n'"),
+    bad("partition-block-scalar", HEAD + "resources:\n  partition: |\n    gpu\n", "resources.partition",
+        "letters, digits"),
+    bad("account-trailing-newline", HEAD + "resources: {account: \"lab\\n\"}\n", "resources.account",
+        "letters, digits"),
+    bad("qos-trailing-newline", HEAD + "resources: {qos: \"high\\n\"}\n", "resources.qos", "letters, digits"),
+    bad("constraint-trailing-newline", HEAD + "resources: {constraint: \"a100\\n\"}\n", "resources.constraint",
+        "no spaces"),
+    bad("factory-trailing-newline", "name: t\nmodel: {type: \"mypkg.models:build\\n\"}\n", "model.type",
+        "package.module:factory"),
+    bad("grace-equals-time", HEAD + "resources: {time: '00:02:00'}\npreemption: {grace_seconds: 120}\n",
+        "preemption.grace_seconds", "(120 s) must be shorter than resources.time (0-00:02:00 = 120 s)",
+        "HINT: lower preemption.grace_seconds or raise resources.time"),
+    bad("grace-over-time", HEAD + "resources: {time: 1}\n", "preemption.grace_seconds",
+        "preemption.grace_seconds (120 s)", "resources.time (0-00:01:00 = 60 s)"),
     bad("two-problems-counted", "name: 'a b'\nmodel: {type: svm, bogus: 1}\n", "name", "and 1 more problem"),
 ]
 
@@ -161,7 +179,11 @@ def test_there_are_enough_bad_specs() -> None:
     assert len(BAD_SPECS) >= 30 and len({case.id for case in BAD_SPECS}) == len(BAD_SPECS)
 
 
-@pytest.mark.parametrize("case", BAD_SPECS[::7], ids=lambda case: case.id)
+CLI_CASES = [*BAD_SPECS[::7], *(case for case in BAD_SPECS if case.id in ("env-name-trailing-newline",
+                                                                           "grace-equals-time"))]
+
+
+@pytest.mark.parametrize("case", CLI_CASES, ids=lambda case: case.id)
 def test_cli_validate_bad_spec_exits_2_without_traceback(case: Bad, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "bad.yaml"
