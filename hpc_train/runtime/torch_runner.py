@@ -7,7 +7,6 @@ import math
 import socket
 import time
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +22,7 @@ from hpc_train.models.factory import import_factory
 from hpc_train.models.mlp import MLP
 from hpc_train.rundir import RunDirectory
 from hpc_train.runtime.environments import ClusterEnvironment
+from hpc_train.runtime.job_checkpoints import checkpoint_dir
 from hpc_train.runtime.preemption import PreemptionGuard, request_requeue, restart_count
 from hpc_train.runtime.state import tensors_digest
 from hpc_train.spec.model import JobSpec
@@ -43,11 +43,6 @@ def build_torch_model(spec: JobSpec, data: Dataset) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise SpecError("the model factory must return a torch.nn.Module", key="model.type", value=spec.model.type)
     return model
-
-
-def checkpoint_dir(spec: JobSpec, run_dir: RunDirectory) -> Path:
-    """checkpoint.dir when set, else the run directory's checkpoints/ folder."""
-    return Path(spec.checkpoint.dir) if spec.checkpoint.dir else run_dir.checkpoints
 
 
 def train_torch(spec: JobSpec, data: Dataset, run_dir: RunDirectory, env: ClusterEnvironment,
@@ -86,7 +81,10 @@ def train_torch(spec: JobSpec, data: Dataset, run_dir: RunDirectory, env: Cluste
         early_stopping=early, checkpoint_store=store, should_stop=guard, on_epoch_end=progress.epoch_done,
         environment=env)
     try:
-        history = trainer.train(model, train_loader, epochs, checkpoint_interval=spec.checkpoint.interval,
+        # No store (auto_resume off, no checkpoint.dir): no interval either, so the trainer does not
+        # fall back to the job's folder, which this spec turned off.
+        interval = spec.checkpoint.interval if store is not None else None
+        history = trainer.train(model, train_loader, epochs, checkpoint_interval=interval,
                                 val_loader=val_loader, checkpoint_unit=spec.checkpoint.unit)
         if trainer.preempted:
             return _preempted(spec, run_dir, trainer.is_main, guard)
