@@ -6,6 +6,7 @@ import logging
 import math
 import socket
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
 
@@ -46,8 +47,9 @@ def build_torch_model(spec: JobSpec, data: Dataset) -> nn.Module:
 
 
 def train_torch(spec: JobSpec, data: Dataset, run_dir: RunDirectory, env: ClusterEnvironment,
-                guard: PreemptionGuard) -> dict[str, Any]:
-    """Train on every rank; rank 0 writes metrics, progress, the model and the results."""
+                guard: PreemptionGuard, *, on_epoch: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Train on every rank; rank 0 writes metrics, progress, the model and the results (and calls on_epoch
+    after each epoch's record, e.g. for a resource sample)."""
     from hpc_train.runtime.trainer import DistributedTrainer
 
     threads = spec.training.threads or spec.resources.cpus_per_task
@@ -68,7 +70,7 @@ def train_torch(spec: JobSpec, data: Dataset, run_dir: RunDirectory, env: Cluste
         if spec.checkpoint.auto_resume or spec.checkpoint.dir else None
     epochs = spec.training.epochs
     progress = _ProgressWriter(run_dir, epochs, is_main=env.global_rank == 0,
-                               tensorboard=spec.training.tensorboard)
+                               tensorboard=spec.training.tensorboard, on_epoch=on_epoch)
     early = spec.training.early_stopping.model_dump() if spec.training.early_stopping else None
     backend = spec.distributed.backend if spec.distributed.backend != "auto" else (
         "nccl" if spec.resources.gpus_per_node and torch.cuda.is_available() else "gloo")
@@ -143,8 +145,9 @@ def _preempted(spec: JobSpec, run_dir: RunDirectory, is_main: bool, guard: Preem
 class _ProgressWriter:
     """on_epoch_end hook: metrics.jsonl and progress.json with the measured step rate."""
 
-    def __init__(self, run_dir: RunDirectory, epochs: int, *, is_main: bool, tensorboard: bool = False) -> None:
-        self.run_dir, self.epochs, self.is_main = run_dir, epochs, is_main
+    def __init__(self, run_dir: RunDirectory, epochs: int, *, is_main: bool, tensorboard: bool = False,
+                 on_epoch: Callable[[], None] | None = None) -> None:
+        self.run_dir, self.epochs, self.is_main, self.on_epoch = run_dir, epochs, is_main, on_epoch
         self.tensorboard: Any = None
         if tensorboard and is_main:
             from hpc_train.monitor.tensorboard import TensorBoardWriter
@@ -166,5 +169,7 @@ class _ProgressWriter:
         self.run_dir.write_progress(epoch=epoch, epochs=self.epochs, step=step,
                                     total_steps=steps_per_epoch * self.epochs, started=self.started,
                                     steps_per_s=rate)
+        if self.on_epoch is not None:
+            self.on_epoch()
 
 
