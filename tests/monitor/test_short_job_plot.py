@@ -40,17 +40,18 @@ def test_a_three_second_job_plots_a_series(tmp_path: Path, monkeypatch: pytest.M
     took = time.monotonic() - started
     history = usage_history(tmp_path / "run")
     samples = history[0]
-    assert len(samples) >= 3, f"{len(samples)} samples in a {took:.1f} s job"  # start, epoch end(s), stop
+    # start and stop at least (epoch ends too when they are 0.5 s apart): a series spanning the training
+    assert len(samples) >= 2, f"{len(samples)} samples in a {took:.1f} s job"
     times = [s["time"] for s in samples]
-    assert times == sorted(times) and times[-1] - times[0] > 0
+    metrics = RunDirectory(tmp_path / "run").metrics()
+    assert times == sorted(times) and times[0] < metrics[0]["time"] and times[-1] > metrics[-1]["time"]
     ax = resource_axes(history)
     (cpu,) = [line for line in ax.get_lines() if line.get_label() == "CPU rank 0"]
     assert len(cpu.get_xdata()) == len(samples) and cpu.get_marker() == "o"  # each sample visible
     assert list(cpu.get_ydata()) == [s["cpu_percent"] for s in samples]
     assert not any(TOO_SHORT in text for text in panel_texts(ax))
-    assert len(RunDirectory(tmp_path / "run").metrics()) == 6
-    path = render_progress(tmp_path / "short.png", title="short", metrics=RunDirectory(tmp_path / "run").metrics(),
-                           history=history)
+    assert len(metrics) == 6
+    path = render_progress(tmp_path / "short.png", title="short", metrics=metrics, history=history)
     assert_png(path, int(FIGSIZE[0] * DPI), int(FIGSIZE[1] * DPI))
 
 
