@@ -1,6 +1,6 @@
 """Where a job's checkpoints go: `checkpoint.dir` of its spec, else `<run dir>/checkpoints`.
 
-Every job (sbatch, submitit, `hpc-train run`, a pipeline stage) exports HPC_TRAIN_RUN_DIR, so a user's
+Every submitted job (sbatch, submitit, the local executor) and pipeline stage exports HPC_TRAIN_RUN_DIR, so a user's
 own script inside it finds the same folder the built-in worker uses.
 """
 

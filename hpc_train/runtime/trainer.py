@@ -422,7 +422,7 @@ class DistributedTrainer:
                 f"checkpoint_interval={checkpoint_interval} asks for checkpoints, but this trainer has nowhere to "
                 f"write them: no checkpoint_dir, no checkpoint_store, and not inside a job ({RUN_DIR_VAR} is unset)\n"
                 "HINT: DistributedTrainer(checkpoint_dir=\"ckpt\") (rerunning the script then resumes from it), "
-                "or checkpoint_store=HDF5CheckpointStore(...); inside a job (hpc-train submit/run, a pipeline "
+                "or checkpoint_store=HDF5CheckpointStore(...); inside a job (one hpc-train submitted, a pipeline "
                 "stage) the job's checkpoint folder is the default; or leave out checkpoint_interval")
         self.checkpoint_dir = place.directory
         store = self._store_at(place)
