@@ -43,9 +43,9 @@ def load_dataset(data: DataSpec, seed: int = 0, *, base_dir: Path | None = None)
     """Load and split the spec's data; standardize with train statistics when asked."""
     from sklearn.model_selection import train_test_split
 
-    x, y_raw = _load_table(data.train_path, data.target, "data.train_path", base_dir)
+    x, y_raw = _load_table(data.train_path, data, "data.train_path", base_dir)
     if data.val_path:
-        x_val, y_val_raw = _load_table(data.val_path, data.target, "data.val_path", base_dir)
+        x_val, y_val_raw = _load_table(data.val_path, data, "data.val_path", base_dir)
         classes = sorted(set(y_raw.tolist()) | set(y_val_raw.tolist()), key=str)
         y, y_val = _encode(y_raw, classes), _encode(y_val_raw, classes)
         x_train, y_train = x, y
@@ -74,7 +74,7 @@ def _encode(labels: np.ndarray, classes: list) -> np.ndarray:
     return np.array([index[v] for v in labels.tolist()], dtype=np.int64)
 
 
-def _load_table(path: str, target: str | None, key: str, base_dir: Path | None) -> tuple[np.ndarray, np.ndarray]:
+def _load_table(path: str, data: DataSpec, key: str, base_dir: Path | None) -> tuple[np.ndarray, np.ndarray]:
     if path.startswith("sklearn:"):
         import sklearn.datasets
 
@@ -87,22 +87,40 @@ def _load_table(path: str, target: str | None, key: str, base_dir: Path | None) 
     if not file.is_file():
         raise SpecError("data file not found", key=key, value=path,
                         hint="give a CSV path (relative to the spec file) or sklearn:digits|iris|wine|breast_cancer")
-    return _read_csv(file, target, key)
+    return _read_csv(file, data, key)
 
 
-def _read_csv(file: Path, target: str | None, key: str) -> tuple[np.ndarray, np.ndarray]:
+def feature_columns(header: list[str], target: int, data: DataSpec, file: Path) -> list[int]:
+    """Indexes of the feature columns: data.features in their order, else every column but the target and
+    data.drop. An unknown name, or the target among them, is refused naming it and the header's columns."""
+    chosen_key, chosen = ("data.features", data.features) if data.features is not None else ("data.drop", data.drop)
+    for name in chosen:
+        if name not in header:
+            raise SpecError(f"column {name!r} is not in the header of {file}", key=chosen_key, value=name,
+                            allowed=header)
+        if header.index(name) == target:
+            raise SpecError(f"column {name!r} is the target, not a feature", key=chosen_key, value=name,
+                            hint=f"remove it from {chosen_key}; data.target names the label column")
+    if data.features is not None:
+        return [header.index(name) for name in data.features]
+    dropped = {header.index(name) for name in data.drop}
+    return [i for i in range(len(header)) if i != target and i not in dropped]
+
+
+def _read_csv(file: Path, data: DataSpec, key: str) -> tuple[np.ndarray, np.ndarray]:
     with file.open(newline="") as handle:
         rows = list(csv.reader(handle))
     if len(rows) < 3:
         raise SpecError("CSV needs a header row and at least two data rows", key=key, value=str(file))
     header, body = rows[0], rows[1:]
-    if target is None:
+    if data.target is None:
         column = len(header) - 1
-    elif target in header:
-        column = header.index(target)
+    elif data.target in header:
+        column = header.index(data.target)
     else:
-        raise SpecError("target column not in the CSV header", key="data.target", value=target,
+        raise SpecError("target column not in the CSV header", key="data.target", value=data.target,
                         allowed=header)
+    columns = feature_columns(header, column, data, file)
     features, labels = [], []
     for line_no, row in enumerate(body, start=2):
         if not row:
@@ -111,14 +129,25 @@ def _read_csv(file: Path, target: str | None, key: str) -> tuple[np.ndarray, np.
             raise SpecError(f"CSV line {line_no} has {len(row)} fields, the header has {len(header)}",
                             key=key, value=str(file))
         labels.append(row[column])
-        try:
-            features.append([float(v) for i, v in enumerate(row) if i != column])
-        except ValueError:
-            raise SpecError(f"CSV line {line_no} has a non-numeric feature", key=key, value=str(file),
-                            hint="features must be numbers; the target column may hold class names") from None
+        features.append(_numbers(row, columns, header, line_no, key, file))
     y = np.array(labels)
     try:
         y = y.astype(np.int64)
     except ValueError:
         pass
     return np.array(features, dtype=np.float64), y
+
+
+def _numbers(row: list[str], columns: list[int], header: list[str], line_no: int, key: str,
+             file: Path) -> list[float]:
+    values = []
+    for i in columns:
+        try:
+            values.append(float(row[i]))
+        except ValueError:
+            raise SpecError(f"CSV line {line_no}, column {header[i]!r} holds {row[i]!r}, not a number",
+                            key=key, value=str(file),
+                            hint=f"features must be numbers: leave the column out with data.drop: [{header[i]}], "
+                                 "or list the columns to use in data.features; the target column may hold "
+                                 "class names") from None
+    return values

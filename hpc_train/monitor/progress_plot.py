@@ -9,6 +9,8 @@ from typing import Any
 FIGSIZE = (12.0, 8.0)
 DPI = 100
 MAX_RANK_LINES = 8  # beyond this the CPU panel shows the sum over ranks only
+MARKER_BELOW = 30  # series with fewer samples than this mark each one (a line alone hides how few there are)
+TOO_SHORT = "too short to sample"
 
 
 def new_figure(size: tuple[float, float]) -> Any:
@@ -71,11 +73,15 @@ def _resource_panel(ax: Any, history: dict[int, list[dict[str, Any]]]) -> None:
         return
     start = min(times)
     ranks = sorted(history)
+    most = max(sum(1 for s in history[rank] if s.get("time") is not None) for rank in ranks)
+    if most < 2:
+        # One sample a rank is no series: a line through it would claim a steady use nobody measured.
+        note(ax, f"{TOO_SHORT}: {most} sample per rank")
     if len(ranks) <= MAX_RANK_LINES:
         for rank in ranks:
             samples = [s for s in history[rank] if s.get("time") is not None]
             ax.plot([s["time"] - start for s in samples], [s.get("cpu_percent") or 0.0 for s in samples],
-                    label=f"CPU rank {rank}")
+                    label=f"CPU rank {rank}", marker="o" if len(samples) < MARKER_BELOW else None)
     else:
         _plot_cpu_sum(ax, history, start)
     gpu_series: dict[tuple[str, Any], list[tuple[float, float]]] = {}
@@ -87,7 +93,8 @@ def _resource_panel(ax: Any, history: dict[int, list[dict[str, Any]]]) -> None:
                     gpu_series.setdefault(key, []).append((sample["time"] - start, float(gpu["utilization"])))
     for (host, index), points in sorted(gpu_series.items(), key=lambda kv: str(kv[0]))[:MAX_RANK_LINES]:
         points.sort()
-        ax.plot([p[0] for p in points], [p[1] for p in points], linestyle="--", label=f"GPU {index} ({host})")
+        ax.plot([p[0] for p in points], [p[1] for p in points], linestyle="--", label=f"GPU {index} ({host})",
+                marker="s" if len(points) < MARKER_BELOW else None)
     ax.set_ylim(bottom=0)
     ax.legend(loc="best", fontsize="small")
 
@@ -104,9 +111,9 @@ def _plot_cpu_sum(ax: Any, history: dict[int, list[dict[str, Any]]], start: floa
     ax.plot(seconds, [totals[s] for s in seconds], label=f"CPU, sum of {len(history)} ranks")
 
 
-def render_progress(path: Path, *, title: str, metrics: Sequence[dict[str, Any]],
-                    history: dict[int, list[dict[str, Any]]]) -> Path:
-    """Draw the four panels into a PNG at path (FIGSIZE at DPI); returns path."""
+def progress_figure(*, title: str, metrics: Sequence[dict[str, Any]],
+                    history: dict[int, list[dict[str, Any]]]) -> Any:
+    """The four panels (loss, accuracy, throughput, CPU/GPU use; in fig.axes in that order) as a Figure."""
     fig = new_figure(FIGSIZE)
     axes = fig.subplots(2, 2)
     _epoch_panel(axes[0][0], metrics, [("loss", "train"), ("val_loss", "validation")], "Loss", "loss")
@@ -116,6 +123,13 @@ def render_progress(path: Path, *, title: str, metrics: Sequence[dict[str, Any]]
     _resource_panel(axes[1][1], history)
     fig.suptitle(title)
     fig.tight_layout()
+    return fig
+
+
+def render_progress(path: Path, *, title: str, metrics: Sequence[dict[str, Any]],
+                    history: dict[int, list[dict[str, Any]]]) -> Path:
+    """Draw the four panels into a PNG at path (FIGSIZE at DPI); returns path."""
+    fig = progress_figure(title=title, metrics=metrics, history=history)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI)
     return path

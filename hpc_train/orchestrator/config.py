@@ -25,7 +25,7 @@ RESOURCE_ALIASES: dict[str, str] = {
 # Top-level config keys that belong to the data section.
 DATA_KEYS: dict[str, str] = {"data_path": "train_path", "train_path": "train_path", "val_path": "val_path",
                              "target": "target", "val_fraction": "val_fraction", "batch_size": "batch_size",
-                             "standardize": "standardize"}
+                             "standardize": "standardize", "features": "features", "drop": "drop"}
 # Whole spec sections a config may carry as they are.
 SECTION_KEYS = ("distributed", "container", "checkpoint", "preemption")
 PARAM_KEYS = ("hyperparameters", "params")

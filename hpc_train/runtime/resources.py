@@ -6,7 +6,10 @@ Each rank writes `resources.rank<R>.jsonl`, one JSON line per interval:
     memory_allocated_bytes (the job's memory on this node: SLURM_MEM_PER_NODE, or SLURM_MEM_PER_CPU
     times the node's CPUs, else the machine's RAM), system_memory_used_bytes, system_memory_total_bytes,
     gpus: [{index, uuid, name, utilization, memory_used, memory_total}] (empty without a GPU or NVML).
-The interval is HPC_TRAIN_RESOURCE_INTERVAL seconds (default 5). Sampling never fails the job.
+The interval is HPC_TRAIN_RESOURCE_INTERVAL seconds (default 5). Besides those, a sample is written at
+start (its cpu_percent is the average since the process started), at each epoch's end (`sample_if_due`,
+at most one per EPOCH_SAMPLE_GAP seconds) and at stop, so a job of a few seconds still leaves a
+series, not one point. Sampling never fails the job.
 The thread needs the GIL: torch, numpy and scikit-learn release it in their heavy parts, but a pure-Python
 loop that never does can delay samples (seen on Python 3.12) until it yields; stop() still writes one.
 """
@@ -34,6 +37,7 @@ log = logging.getLogger(__name__)
 INTERVAL_VAR = "HPC_TRAIN_RESOURCE_INTERVAL"
 DEFAULT_INTERVAL = 5.0
 MIN_INTERVAL = 0.1
+EPOCH_SAMPLE_GAP = 0.5  # seconds; epoch-end samples closer than this to the last one are skipped
 MIB = 1024 * 1024
 
 
@@ -157,6 +161,13 @@ class ProcessProbe:
         self.process.cpu_percent(None)  # the first call only sets the reference point
         self._children: dict[int, psutil.Process] = {}
 
+    def average_since_start(self) -> tuple[float, int]:
+        """(cpu_percent averaged since the process started, rss_bytes); the next sample() is unaffected."""
+        times = self.process.cpu_times()
+        busy = times.user + times.system + times.children_user + times.children_system
+        elapsed = max(time.time() - self.process.create_time(), 1e-3)
+        return round(100.0 * busy / elapsed, 1), int(self.process.memory_info().rss)
+
     def sample(self) -> tuple[float, int]:
         """(cpu_percent, rss_bytes) since the previous call; a new child counts from its first sighting."""
         cpu = self.process.cpu_percent(None)
@@ -190,12 +201,14 @@ class ResourceSampler:
         self._memory_allocated = allocated_memory_bytes()
         self._cpu_count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         self._write_failed = False
+        self._last_written = 0.0
 
     def start(self) -> Self:
         """Begin sampling in the background; returns self."""
         if self._thread is not None:
             return self
         self._process = ProcessProbe()
+        self.write_sample(since_start=True)
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name=f"hpc-train-resources-rank{self.rank}", daemon=True)
         self._thread.start()
@@ -221,11 +234,16 @@ class ResourceSampler:
         while not self._stop.wait(self.interval):
             self.write_sample()
 
-    def sample(self) -> dict[str, Any]:
-        """One sample as a dict (the JSON line's content)."""
+    def sample_if_due(self) -> None:
+        """A sample now (an epoch ended), unless one was written in the last EPOCH_SAMPLE_GAP seconds."""
+        if self._thread is not None and time.monotonic() - self._last_written >= min(EPOCH_SAMPLE_GAP, self.interval):
+            self.write_sample()
+
+    def sample(self, *, since_start: bool = False) -> dict[str, Any]:
+        """One sample as a dict (the JSON line's content); since_start: CPU averaged over the process's life."""
         if self._process is None:
             self._process = ProcessProbe()
-        cpu, rss = self._process.sample()
+        cpu, rss = self._process.average_since_start() if since_start else self._process.sample()
         memory = psutil.virtual_memory()
         return {"time": time.time(), "rank": self.rank, "host": self.host, "pid": self._process.process.pid,
                 "cpu_percent": cpu, "cpu_count": self._cpu_count, "rss_bytes": rss,
@@ -233,11 +251,12 @@ class ResourceSampler:
                 "system_memory_used_bytes": int(memory.total - memory.available),
                 "system_memory_total_bytes": int(memory.total), "gpus": self._gpus.sample()}
 
-    def write_sample(self) -> None:
+    def write_sample(self, *, since_start: bool = False) -> None:
         """Append one sample; a failure is logged once and never raised into the job."""
-        with self._lock:  # stop() and the thread may both write
+        with self._lock:  # stop(), the thread and epoch ends may all write
+            self._last_written = time.monotonic()
             try:
-                line = json.dumps(self.sample())
+                line = json.dumps(self.sample(since_start=since_start))
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 with self.path.open("a") as handle:
                     handle.write(line + "\n")

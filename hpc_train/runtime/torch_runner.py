@@ -6,8 +6,8 @@ import logging
 import math
 import socket
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,7 @@ from hpc_train.models.factory import import_factory
 from hpc_train.models.mlp import MLP
 from hpc_train.rundir import RunDirectory
 from hpc_train.runtime.environments import ClusterEnvironment
+from hpc_train.runtime.job_checkpoints import checkpoint_dir
 from hpc_train.runtime.preemption import PreemptionGuard, request_requeue, restart_count
 from hpc_train.runtime.state import tensors_digest
 from hpc_train.spec.model import JobSpec
@@ -45,14 +46,10 @@ def build_torch_model(spec: JobSpec, data: Dataset) -> nn.Module:
     return model
 
 
-def checkpoint_dir(spec: JobSpec, run_dir: RunDirectory) -> Path:
-    """checkpoint.dir when set, else the run directory's checkpoints/ folder."""
-    return Path(spec.checkpoint.dir) if spec.checkpoint.dir else run_dir.checkpoints
-
-
 def train_torch(spec: JobSpec, data: Dataset, run_dir: RunDirectory, env: ClusterEnvironment,
-                guard: PreemptionGuard) -> dict[str, Any]:
-    """Train on every rank; rank 0 writes metrics, progress, the model and the results."""
+                guard: PreemptionGuard, *, on_epoch: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Train on every rank; rank 0 writes metrics, progress, the model and the results (and calls on_epoch
+    after each epoch's record, e.g. for a resource sample)."""
     from hpc_train.runtime.trainer import DistributedTrainer
 
     threads = spec.training.threads or spec.resources.cpus_per_task
@@ -73,7 +70,7 @@ def train_torch(spec: JobSpec, data: Dataset, run_dir: RunDirectory, env: Cluste
         if spec.checkpoint.auto_resume or spec.checkpoint.dir else None
     epochs = spec.training.epochs
     progress = _ProgressWriter(run_dir, epochs, is_main=env.global_rank == 0,
-                               tensorboard=spec.training.tensorboard)
+                               tensorboard=spec.training.tensorboard, on_epoch=on_epoch)
     early = spec.training.early_stopping.model_dump() if spec.training.early_stopping else None
     backend = spec.distributed.backend if spec.distributed.backend != "auto" else (
         "nccl" if spec.resources.gpus_per_node and torch.cuda.is_available() else "gloo")
@@ -86,7 +83,10 @@ def train_torch(spec: JobSpec, data: Dataset, run_dir: RunDirectory, env: Cluste
         early_stopping=early, checkpoint_store=store, should_stop=guard, on_epoch_end=progress.epoch_done,
         environment=env)
     try:
-        history = trainer.train(model, train_loader, epochs, checkpoint_interval=spec.checkpoint.interval,
+        # No store (auto_resume off, no checkpoint.dir): no interval either, so the trainer does not
+        # fall back to the job's folder, which this spec turned off.
+        interval = spec.checkpoint.interval if store is not None else None
+        history = trainer.train(model, train_loader, epochs, checkpoint_interval=interval,
                                 val_loader=val_loader, checkpoint_unit=spec.checkpoint.unit)
         if trainer.preempted:
             return _preempted(spec, run_dir, trainer.is_main, guard)
@@ -145,8 +145,9 @@ def _preempted(spec: JobSpec, run_dir: RunDirectory, is_main: bool, guard: Preem
 class _ProgressWriter:
     """on_epoch_end hook: metrics.jsonl and progress.json with the measured step rate."""
 
-    def __init__(self, run_dir: RunDirectory, epochs: int, *, is_main: bool, tensorboard: bool = False) -> None:
-        self.run_dir, self.epochs, self.is_main = run_dir, epochs, is_main
+    def __init__(self, run_dir: RunDirectory, epochs: int, *, is_main: bool, tensorboard: bool = False,
+                 on_epoch: Callable[[], None] | None = None) -> None:
+        self.run_dir, self.epochs, self.is_main, self.on_epoch = run_dir, epochs, is_main, on_epoch
         self.tensorboard: Any = None
         if tensorboard and is_main:
             from hpc_train.monitor.tensorboard import TensorBoardWriter
@@ -168,5 +169,7 @@ class _ProgressWriter:
         self.run_dir.write_progress(epoch=epoch, epochs=self.epochs, step=step,
                                     total_steps=steps_per_epoch * self.epochs, started=self.started,
                                     steps_per_s=rate)
+        if self.on_epoch is not None:
+            self.on_epoch()
 
 

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from hpc_train.checkpoint import Checkpoint, CheckpointError, CheckpointStore
+from hpc_train.checkpoint import Checkpoint, CheckpointError, CheckpointStore, HDF5CheckpointStore
 from hpc_train.errors import UserError
 from hpc_train.runtime.activation_checkpointing import enable_gradient_checkpointing
 from hpc_train.runtime.comm import (
@@ -27,6 +29,12 @@ from hpc_train.runtime.comm.base import local_bytes
 from hpc_train.runtime.comm.fsdp import RESHARD_HINT, is_on_meta
 from hpc_train.runtime.early_stopping import EarlyStopping
 from hpc_train.runtime.environments import ClusterEnvironment, detect_environment
+from hpc_train.runtime.job_checkpoints import (
+    DEFAULT_KEEP_LAST,
+    RUN_DIR_VAR,
+    CheckpointPlace,
+    job_checkpoint_place,
+)
 from hpc_train.runtime.loop import EpochTotals, TrainingLoop
 from hpc_train.runtime.state import tensors_digest
 
@@ -78,8 +86,11 @@ class DistributedTrainer:
     none); the process group is joined here. `backend` picks torch.distributed's transport for DDP
     (Horovod takes MPI or NCCL from how it was built and launched). `should_stop()` is polled at
     every optimizer step and agreed by all ranks; when true the trainer checkpoints and returns with
-    `preempted` set. `on_epoch_end(record)` runs on rank 0 only. With a `checkpoint_store`, train()
-    resumes from its latest checkpoint, bit for bit when the thread count and world size match.
+    `preempted` set. `on_epoch_end(record)` runs on rank 0 only. With a `checkpoint_store`, or a
+    `checkpoint_dir` (an HDF5CheckpointStore there), train() resumes from its latest checkpoint, bit
+    for bit when the thread count and world size match. Without either, inside a job (HPC_TRAIN_RUN_DIR
+    set) a train() asked for a `checkpoint_interval` writes to and resumes from the job's checkpoint
+    folder (`checkpoint.dir` of its spec, else `<run dir>/checkpoints`); outside a job it is refused.
     Sharded strategies (`model_parallel`, alias `fsdp`) need a sharded store: each rank writes its
     own shard of every checkpoint, and they resume onto the same world size.
     """
@@ -105,6 +116,7 @@ class DistributedTrainer:
         *,
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         environment: ClusterEnvironment | None = None,
+        checkpoint_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         _choice("backend", backend, BACKENDS)
         _choice("strategy", strategy, tuple(STRATEGIES))
@@ -115,6 +127,9 @@ class DistributedTrainer:
             raise UserError(f"accumulation_steps must be at least 1, got {accumulation_steps}")
         if learning_rate <= 0:
             raise UserError(f"learning_rate must be positive, got {learning_rate}")
+        if checkpoint_store is not None and checkpoint_dir is not None:
+            raise UserError("give checkpoint_store or checkpoint_dir, not both\n"
+                            "HINT: checkpoint_dir=PATH is short for checkpoint_store=HDF5CheckpointStore(PATH, ...)")
         self.backend, self.strategy, self.compression = backend, strategy, compression
         self.accumulation_steps = int(accumulation_steps)
         self.mixed_precision, self.gradient_checkpointing = bool(mixed_precision), bool(gradient_checkpointing)
@@ -132,6 +147,10 @@ class DistributedTrainer:
         self.comm: CommBackend = LocalBackend() if self.env.world_size == 1 else STRATEGIES[strategy](self)
         self.comm.setup()
         self._check_topology()
+        self.checkpoint_dir: Path | None = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        if self.checkpoint_dir is not None:
+            self.checkpoint_store = self._store_at(CheckpointPlace(self.checkpoint_dir, DEFAULT_KEEP_LAST,
+                                                                   "checkpoint_dir"))
         self._check_store()
         self.history: list[dict[str, Any]] = []
         self.preempted = False
@@ -171,12 +190,15 @@ class DistributedTrainer:
 
         A checkpoint is written every `checkpoint_interval` epochs, or optimizer steps with
         `checkpoint_unit="steps"` (mid-epoch too), besides the final one and the one on preemption.
+        An interval with nowhere to write (no store, no checkpoint_dir, not inside a job) is a UserError.
         """
         if epochs < 0:
             raise UserError(f"epochs must be non-negative, got {epochs}")
         if checkpoint_interval is not None and checkpoint_interval < 1:
             raise UserError(f"checkpoint_interval must be at least 1, got {checkpoint_interval}")
         _choice("checkpoint_unit", checkpoint_unit, CHECKPOINT_UNITS)
+        if checkpoint_interval is not None and self.checkpoint_store is None:
+            self.checkpoint_store = self._job_store(checkpoint_interval, checkpoint_unit)
         if self.early_stopping_config and self.early_stopping_config.get("metric", "val_loss").startswith("val_") \
                 and val_loader is None:
             raise UserError("early_stopping watches a validation metric but train() got no val_loader\n"
@@ -387,6 +409,27 @@ class DistributedTrainer:
         return {"strategy": self.strategy, "backend": self.backend, "world_size": self.world_size,
                 "num_threads": torch.get_num_threads(), "seed": self.seed,
                 "accumulation_steps": self.accumulation_steps, "environment": self.env.name}
+
+    def _store_at(self, place: CheckpointPlace) -> CheckpointStore:
+        return HDF5CheckpointStore(place.directory, keep_last=place.keep_last, rank=self.rank,
+                                   sharded=self.strategy in SHARDED_STRATEGIES)
+
+    def _job_store(self, checkpoint_interval: int, unit: str) -> CheckpointStore:
+        """The job's checkpoint folder as a store; refused outside a job, where nothing says where to write."""
+        place = job_checkpoint_place()
+        if place is None:
+            raise UserError(
+                f"checkpoint_interval={checkpoint_interval} asks for checkpoints, but this trainer has nowhere to "
+                f"write them: no checkpoint_dir, no checkpoint_store, and not inside a job ({RUN_DIR_VAR} is unset)\n"
+                "HINT: DistributedTrainer(checkpoint_dir=\"ckpt\") (rerunning the script then resumes from it), "
+                "or checkpoint_store=HDF5CheckpointStore(...); inside a job (one hpc-train submitted, a pipeline "
+                "stage) the job's checkpoint folder is the default; or leave out checkpoint_interval")
+        self.checkpoint_dir = place.directory
+        store = self._store_at(place)
+        if self.is_main:
+            log.info("checkpoints every %d %s go to %s (%s)", checkpoint_interval, unit, place.directory,
+                     place.origin)
+        return store
 
     def _check_store(self) -> None:
         store = self.checkpoint_store

@@ -48,15 +48,17 @@ def run_spec(spec: JobSpec, run_dir: RunDirectory, *, base_dir: Path | None = No
     guard.install()
     try:
         env = detect_environment()
-        with ResourceSampler(run_dir.path, env.global_rank):  # resources.rank<R>.jsonl while training
-            return _run_spec(spec, run_dir, base_dir, env, guard)
+        # resources.rank<R>.jsonl while training: at start, per interval, at rank 0's epoch ends, at stop
+        with ResourceSampler(run_dir.path, env.global_rank) as sampler:
+            return _run_spec(spec, run_dir, base_dir, env, guard, sampler)
     finally:
         guard.reset()
         if installed_here:
             guard.uninstall()
 
 
-def _run_spec(spec: JobSpec, run_dir: RunDirectory, base_dir: Path | None, env: Any, guard: Any) -> dict[str, Any]:
+def _run_spec(spec: JobSpec, run_dir: RunDirectory, base_dir: Path | None, env: Any, guard: Any,
+              sampler: ResourceSampler) -> dict[str, Any]:
     is_main = env.global_rank == 0
     started = time.time()
     if is_main:
@@ -70,7 +72,7 @@ def _run_spec(spec: JobSpec, run_dir: RunDirectory, base_dir: Path | None, env: 
         if spec.model.is_torch:
             from hpc_train.runtime.torch_runner import train_torch
 
-            results = train_torch(spec, data, run_dir, env, guard)
+            results = train_torch(spec, data, run_dir, env, guard, on_epoch=sampler.sample_if_due)
         else:
             from hpc_train.runtime.sklearn_runner import train_sklearn
 

@@ -150,6 +150,7 @@ def _check_consistency(spec: JobSpec, file: str) -> None:
         raise SpecError("--gres cannot be combined with resources.gpus_per_node (rendered as --gpus-per-node)",
                         file=file, key="resources.extra_sbatch", value=gres[0],
                         hint="ask for GPUs with resources.gpus_per_node only, or set it to 0 and keep --gres")
+    _check_columns(spec, file)
     if spec.sweep is not None and spec.sweep.metric not in METRICS:
         raise SpecError("unknown sweep metric", file=file, key="sweep.metric", value=spec.sweep.metric,
                         allowed=METRICS)
@@ -167,6 +168,19 @@ def _check_consistency(spec: JobSpec, file: str) -> None:
         raise SpecError("scikit-learn models train in one process", file=file, key="resources.tasks_per_node",
                         value=spec.resources.tasks_per_node,
                         hint="use nodes: 1 and tasks_per_node: 1, or a torch model (neural_network) for several ranks")
+
+
+def _check_columns(spec: JobSpec, file: str) -> None:
+    """data.features or data.drop, not both, and only for CSV data (the names are checked against its header)."""
+    data = spec.data
+    if data.features is not None and data.drop:
+        raise SpecError("give the columns to use or the columns to leave out, not both", file=file,
+                        key="data.drop", value=data.drop, hint="keep data.features, or data.drop, alone")
+    chosen = "data.features" if data.features is not None else "data.drop" if data.drop else None
+    if chosen and data.train_path.startswith("sklearn:"):
+        raise SpecError("choosing columns needs a CSV file with a header row", file=file, key=chosen,
+                        value=data.features if data.features is not None else data.drop,
+                        hint=f"{data.train_path} has no named columns; remove {chosen} or use a CSV train_path")
 
 
 def _to_spec_error(exc: ValidationError, file: str) -> SpecError:

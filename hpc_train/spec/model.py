@@ -82,6 +82,10 @@ class DataSpec(Section):
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     batch_size: int = Field(32, gt=0)
     standardize: bool = True
+    features: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        None, min_length=1, description="the CSV columns to train on; default: every column but the target")
+    drop: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list, description="CSV columns to leave out (ids, dates, notes)")
 
     @field_validator("train_path", "val_path")
     @classmethod
@@ -91,6 +95,16 @@ class DataSpec(Section):
             raise ValueError("unknown scikit-learn dataset; use sklearn:" + ", sklearn:".join(SKLEARN_DATASETS)
                              + " or a CSV path")
         return value
+
+    @field_validator("features", "drop")
+    @classmethod
+    def _distinct(cls, value: list[str] | None) -> list[str] | None:
+        seen: set[str] = set()
+        for name in value or []:
+            if name in seen:
+                raise ValueError(f"column {name!r} is listed twice")
+            seen.add(name)
+        return _single_line(value)
 
 
 class EarlyStoppingSpec(Section):

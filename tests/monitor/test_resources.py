@@ -66,10 +66,29 @@ def test_sampler_writes_samples_while_running_and_one_on_stop(tmp_path: Path) ->
     assert len(read_lines(path)) == count, "the thread must be gone after stop()"
 
 
-def test_short_run_still_leaves_a_sample(tmp_path: Path) -> None:
+def test_short_run_still_leaves_a_series(tmp_path: Path) -> None:
+    """One sample at start (CPU averaged since the process started), one at stop: never a lone point."""
+    block = b"x" * 4_000_000
     with ResourceSampler(tmp_path, rank=0, interval=60):
-        pass
-    assert len(read_lines(resources_path(tmp_path, 0))) == 1
+        for _ in range(20):
+            hashlib.sha256(block).digest()
+    samples = read_lines(resources_path(tmp_path, 0))
+    assert len(samples) == 2
+    assert samples[0]["time"] < samples[1]["time"]
+    # this process has been busy (imports, earlier tests) since it started: the start sample says so
+    assert samples[0]["cpu_percent"] > 0
+
+
+def test_epoch_end_samples_are_spaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sampler = ResourceSampler(tmp_path, rank=0, interval=60)
+    sampler.sample_if_due()  # not started: nothing to add to
+    with sampler:
+        sampler.sample_if_due()  # just after the start sample: skipped
+        monkeypatch.setattr(resources, "EPOCH_SAMPLE_GAP", 0.05)
+        time.sleep(0.06)
+        sampler.sample_if_due()
+        sampler.sample_if_due()  # again at once: skipped
+    assert len(read_lines(resources_path(tmp_path, 0))) == 3  # start, one epoch end, stop
 
 
 def test_a_failing_write_never_reaches_the_job(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

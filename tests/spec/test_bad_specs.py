@@ -29,6 +29,12 @@ def bad(id: str, text: str, key: str | None, *fragments: str) -> Bad:
 
 
 BAD_SPECS = [
+    bad("features-and-drop", HEAD + "data: {train_path: d.csv, features: [a], drop: [b]}\n", "data.drop",
+        "not both", "['b']"),
+    bad("drop-on-sklearn-data", HEAD + "data: {drop: [a]}\n", "data.drop", "needs a CSV file", "sklearn:digits"),
+    bad("features-twice", HEAD + "data: {train_path: d.csv, features: [a, a]}\n", "data.features",
+        "listed twice"),
+    bad("features-empty", HEAD + "data: {train_path: d.csv, features: []}\n", "data.features", "at least 1"),
     bad("unknown-top-level-key", HEAD + "nmae: x\n", "nmae", "unknown key", "did you mean 'name'?",
         "allowed: name, model, data"),
     bad("unknown-top-level-section", HEAD + "scheduler: {x: 1}\n", "scheduler", "unknown key", "resources"),
@@ -292,7 +298,8 @@ def test_run_csv_with_non_numeric_feature(tmp_path: Path, monkeypatch: pytest.Mo
     (tmp_path / "d.csv").write_text("a,b,label\n1,2,x\n3,oops,y\n4,5,x\n")
     code, err = run_cli(tmp_path, monkeypatch, capsys, HEAD + "data: {train_path: d.csv}\n")
     assert code == 2
-    assert "data.train_path" in err and "line 3" in err and "non-numeric" in err
+    assert "data.train_path" in err and "line 3, column 'b' holds 'oops', not a number" in err
+    assert "data.drop: [b]" in err  # the hint names the way out
 
 
 def test_run_csv_target_not_in_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
