@@ -199,6 +199,28 @@ def refresh(registry: JobRegistry, records: Sequence[JobRecord]) -> list[JobReco
     return list(records)
 
 
+def cancel_jobs(registry: JobRegistry, record: JobRecord) -> list[JobRecord]:
+    """Stop a job, or every unfinished task of a batch, sweep or pipeline; returns the tasks stopped.
+
+    The one cancel of the CLI and the Python API: statuses are asked first (a task that has ended
+    stays as it ended), then each scheduler cancels its live tasks with one call.
+    """
+    targets = refresh(registry, registry.children(record.id) or [record])
+    live: dict[str, list[JobRecord]] = {}
+    for target in targets:
+        if not target.status.is_terminal:
+            live.setdefault(target.executor, []).append(target)
+    for executor, group in live.items():
+        get_scheduler(executor).cancel_many(group)
+    stopped = [target for group in live.values() for target in group]
+    for target in stopped:
+        target.status = JobStatus.CANCELLED
+    registry.update_statuses({target.id: JobStatus.CANCELLED for target in stopped})
+    if record.kind != "job" and not record.status.is_terminal:
+        registry.update(record.id, status=JobStatus.CANCELLED)
+    return stopped
+
+
 def wait_for(registry: JobRegistry, job_ids: Sequence[str], *, timeout: float | None = None,
              poll: float = 1.0, max_poll: float = 15.0, on_poll: object = None) -> list[JobRecord]:
     """Poll (with back-off) until every job is terminal or the timeout passes."""

@@ -1,13 +1,11 @@
-"""`hpc-train cancel ID`: stop a job (and every task of a batch or sweep)."""
+"""`hpc-train cancel ID`: stop a job (and every task of a batch, sweep or pipeline)."""
 
 from __future__ import annotations
 
 import argparse
 
 from hpc_train.cli.common import registry_from_args
-from hpc_train.jobs import get_scheduler
-from hpc_train.registry import JobRecord
-from hpc_train.status import JobStatus
+from hpc_train.jobs import cancel_jobs
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -19,16 +17,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     registry = registry_from_args(args)
     record = registry.get(args.id)
-    targets = registry.children(record.id) or [record]
-    live: dict[str, list[JobRecord]] = {}
-    for target in targets:
-        if not target.status.is_terminal and target.executor != "none":
-            live.setdefault(target.executor, []).append(target)
-    for executor, group in live.items():
-        get_scheduler(executor).cancel_many(group)
-        for target in group:
-            registry.update(target.id, status=JobStatus.CANCELLED)
-    if record not in targets:
-        registry.update(record.id, status=JobStatus.CANCELLED)
-    print(f"cancelled {record.id}")
+    stopped = cancel_jobs(registry, record)
+    print(f"cancelled {record.id}" + (f" ({len(stopped)} task(s) stopped)" if record.kind != "job" else ""))
     return 0

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from hpc_train.cli.common import job_summary, print_json, registry_from_args
+from hpc_train.cli.common import print_json, registry_from_args
 from hpc_train.cli.status import print_table
 from hpc_train.jobs import refresh
+from hpc_train.status_document import job_status
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     registry = registry_from_args(args)
     records = refresh(registry, registry.list(limit=args.limit))
-    summaries = [job_summary(r) for r in records]
+    summaries = [job_status(r) for r in records]
     if args.json:
         print_json(summaries)
     elif summaries:

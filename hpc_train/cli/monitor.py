@@ -7,10 +7,11 @@ import sys
 import time
 from typing import Any
 
-from hpc_train.cli.common import job_summary, registry_from_args
+from hpc_train.cli.common import registry_from_args
 from hpc_train.monitor import TrainingMonitor
 from hpc_train.registry import JobRecord
 from hpc_train.status import JobStatus
+from hpc_train.status_document import job_status
 
 DEFAULT_INTERVAL = 3.0
 
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
 def snapshot(monitor: TrainingMonitor, record: JobRecord) -> dict[str, Any]:
     """Everything one view shows: the status summary, the latest metrics, the resource use."""
-    snap: dict[str, Any] = {"summary": job_summary(record), "metrics": monitor.metrics_of(record),
+    snap: dict[str, Any] = {"summary": job_status(record), "metrics": monitor.metrics_of(record),
                             "usage": monitor.usage_of(record), "trials": None}
     if record.kind != "job":
         children = monitor.registry.children(record.id)

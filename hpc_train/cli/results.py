@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from hpc_train.cli.common import job_summary, print_json, registry_from_args
+from hpc_train.cli.common import print_json, registry_from_args
 from hpc_train.cli.run import print_results
 from hpc_train.errors import UserError
 from hpc_train.jobs import refresh
 from hpc_train.rundir import RunDirectory
+from hpc_train.status_document import job_status
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     children = registry.children(record.id)
     if children:
         refresh(registry, children)
-        table = [{**job_summary(c), "results": RunDirectory(c.run_dir).results()} for c in children]
+        table = [{**job_status(c), "results": RunDirectory(c.run_dir).results()} for c in children]
         if args.json:
             print_json({"id": record.id, "kind": record.kind, "tasks": table, **record.extra.get("summary", {})})
         else:
@@ -38,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     results = RunDirectory(record.run_dir).results()
     if results is None:
-        summary = job_summary(record)
+        summary = job_status(record)
         detail = f": {summary['error']}" if summary.get("error") else ""
         tail = "\n" + "\n".join(summary["traceback"]) if summary.get("traceback") else ""
         raise UserError(f"job {record.id} has no results; it is {record.status.value}{detail}{tail}")

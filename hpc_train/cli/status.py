@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from hpc_train.cli.common import job_summary, print_json, registry_from_args
+from hpc_train.cli.common import print_json, registry_from_args
 from hpc_train.jobs import refresh
-from hpc_train.registry import JobRecord
+from hpc_train.status_document import status_document
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,15 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     registry = registry_from_args(args)
     records = [registry.get(args.id)] if args.id else registry.list(limit=20)
-    children = {r.id: registry.children(r.id) for r in records}
-    refresh(registry, records + [c for group in children.values() for c in group])
-    summaries = []
-    for record in records:
-        summary = job_summary(record)
-        if children[record.id]:
-            summary["tasks"] = [job_summary(c) for c in children[record.id]]
-        summary.update(kind_details(record, summary.get("tasks", [])))
-        summaries.append(summary)
+    refresh(registry, records + [c for r in records for c in registry.children(r.id)])  # one query for all
+    summaries = [status_document(registry, record, fresh=True) for record in records]
     if args.json:
         print_json(summaries[0] if args.id else summaries)
         return 0
@@ -47,8 +40,6 @@ def print_table(summaries: list[dict]) -> None:
             indent = "  " if item is not s else ""
             rows.append((indent + item["id"], item["name"], item["executor"], str(item["scheduler_id"] or "-"),
                          item["status"], f"{100 * (item['progress'] or 0):.0f}%", item["eta"] or "-"))
-            if item.get("error") and item is not s:
-                pass
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
@@ -61,14 +52,3 @@ def print_table(summaries: list[dict]) -> None:
         for stage in s.get("stages", []):
             print(f"{s['id']}: stage {stage['stage']} {stage['status']}"
                   + (f" ({stage.get('note') or stage['error']})" if stage.get("note") or stage["error"] else ""))
-
-
-def kind_details(record: JobRecord, tasks: list[dict]) -> dict:
-    """A sweep's trial counts and best so far; a pipeline's stages (and why skipped ones did not run)."""
-    from hpc_train.orchestrator.status import pipeline_details, sweep_details
-
-    if record.kind == "sweep":
-        return sweep_details(record)
-    if record.kind == "pipeline":
-        return pipeline_details(record, tasks)
-    return {}

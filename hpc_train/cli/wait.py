@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hpc_train.cli.common import job_summary, registry_from_args
+from hpc_train.cli.common import registry_from_args
 from hpc_train.jobs import wait_for
 from hpc_train.registry import JobRecord
 from hpc_train.status import JobStatus
+from hpc_train.status_document import job_status
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     def on_poll(records: list[JobRecord]) -> None:
         if show:
             done = sum(r.status.is_terminal for r in records)
-            first = job_summary(records[0])
+            first = job_status(records[0])
             print(f"\r{record.id}: {first['status']} {100 * (first['progress'] or 0):.0f}% "
                   f"eta {first['eta'] or '?'} ({done}/{len(records)} done)   ", end="", file=sys.stderr)
 

@@ -13,15 +13,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpc_train.errors import SpecError, UserError
-from hpc_train.jobs import EXECUTORS, get_scheduler, refresh, submit_job, wait_for
+from hpc_train.jobs import EXECUTORS, cancel_jobs, get_scheduler, refresh, submit_job, wait_for
 from hpc_train.orchestrator.config import checkpoint_section, spec_from_config
 from hpc_train.orchestrator.handles import Job, Pipeline, SearchJob
-from hpc_train.orchestrator.status import job_status, parent_status
 from hpc_train.registry import JobRecord, JobRegistry
 from hpc_train.rundir import RunDirectory
 from hpc_train.spec import JobSpec
 from hpc_train.spec.model import SLURM_NAME
-from hpc_train.status import JobStatus
+from hpc_train.status_document import job_status, parent_status, status_document
 
 if TYPE_CHECKING:
     from hpc_train.orchestrator.search import SearchSettings  # imports optuna
@@ -111,10 +110,7 @@ class TrainingOrchestrator:
 
         Batches, sweeps and pipelines add "tasks"; sweeps "trials" and "best_value"; pipelines "stages".
         """
-        record = refresh(self.registry, [self.registry.get(job_id)])[0]
-        if record.kind == "job":
-            return job_status(record)
-        return parent_status(record, self.registry.children(record.id))
+        return status_document(self.registry, self.registry.get(job_id))
 
     def wait_for_completion(self, job_id: str, timeout: float | None = None) -> dict[str, Any]:
         """Wait until the job (every task of a batch, sweep or pipeline) ends, or timeout seconds pass.
@@ -172,15 +168,8 @@ class TrainingOrchestrator:
                 "trials": trial_rows(study, settings)}
 
     def cancel(self, job_id: str) -> None:
-        """Stop a job, or every unfinished task of a batch, sweep or pipeline."""
-        record = self.registry.get(job_id)
-        targets = refresh(self.registry, self.registry.children(record.id) or [record])
-        for target in targets:
-            if not target.status.is_terminal and target.executor != "none":
-                get_scheduler(target.executor).cancel(target)
-                self.registry.update(target.id, status=JobStatus.CANCELLED)
-        if record.kind != "job" and not record.status.is_terminal:
-            self.registry.update(record.id, status=JobStatus.CANCELLED)
+        """Stop a job, or every unfinished task of a batch, sweep or pipeline (as `hpc-train cancel`)."""
+        cancel_jobs(self.registry, self.registry.get(job_id))
 
     def job(self, job_id: str) -> Job | SearchJob | Pipeline:
         """A handle for any earlier submission, found by id (or unique prefix) in the registry."""

@@ -1,7 +1,8 @@
-"""Status documents of jobs, batches, sweeps and pipelines: status, progress, ETA, and what each part is doing.
+"""The status document of a job, batch, sweep or pipeline: status, progress, ETA, and what each part is doing.
 
-Everything is read from the registry and the run directories, so a new orchestrator (or the CLI in
-another shell) sees exactly what the one that submitted the work sees.
+One implementation for `hpc-train status --json` and `TrainingOrchestrator.get_job_status`. Everything
+is read from the registry and the run directories, so a new orchestrator (or the CLI in another shell)
+sees exactly what the one that submitted the work sees.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hpc_train.registry import JobRecord
+from hpc_train.jobs import refresh
+from hpc_train.registry import JobRecord, JobRegistry
 from hpc_train.rundir import RunDirectory, read_json
 from hpc_train.status import JobStatus
 
@@ -50,6 +52,14 @@ def job_status(record: JobRecord) -> dict[str, Any]:
         "error": own.get("error") if record.status in (JobStatus.FAILED, JobStatus.CANCELLED) else None,
         "traceback": own.get("traceback") if record.status == JobStatus.FAILED else None,
     }
+
+
+def status_document(registry: JobRegistry, record: JobRecord, *, fresh: bool = False) -> dict[str, Any]:
+    """`record`'s document, asking the schedulers first unless `fresh` (the caller just refreshed it)."""
+    children = registry.children(record.id)
+    if not fresh:
+        refresh(registry, [record, *children])
+    return job_status(record) if record.kind == "job" and not children else parent_status(record, children)
 
 
 def parent_status(record: JobRecord, children: Sequence[JobRecord]) -> dict[str, Any]:
