@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 from hpc_train.registry import JobRecord, JobRegistry
 from hpc_train.rundir import RunDirectory
 from hpc_train.spec import JobSpec, load_spec
+from hpc_train.spec.applicability import spec_warnings
 
 
 def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,9 +21,15 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a spec value, e.g. --set training.epochs=5 (repeatable)")
 
 
-def spec_from_args(args: argparse.Namespace) -> tuple[JobSpec, Path]:
-    """The validated spec and the folder its relative paths are resolved against."""
+def spec_from_args(args: argparse.Namespace, *, single_job: bool = True) -> tuple[JobSpec, Path]:
+    """The validated spec and the folder its relative paths are resolved against.
+
+    Values that cannot apply to the job are reported on stderr, one warning each (single_job: the spec
+    is trained once, so a sweep section is unused).
+    """
     spec = load_spec(args.spec, args.overrides)
+    for found in spec_warnings(spec, single_job=single_job):
+        print(f"hpc-train: warning: {found.message(args.spec)}", file=sys.stderr)
     return spec, Path(args.spec).resolve().parent
 
 

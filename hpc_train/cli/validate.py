@@ -17,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    spec, _ = spec_from_args(args)
+    spec, _ = spec_from_args(args, single_job=False)
     if not args.quiet:
         print(dump_spec(spec), end="")
         print(f"# {args.spec}: valid")

@@ -20,6 +20,7 @@ from hpc_train.orchestrator.status import job_status, parent_status
 from hpc_train.registry import JobRecord, JobRegistry
 from hpc_train.rundir import RunDirectory
 from hpc_train.spec import JobSpec
+from hpc_train.spec.applicability import warn_ignored
 from hpc_train.status import JobStatus
 
 if TYPE_CHECKING:
@@ -94,6 +95,7 @@ class TrainingOrchestrator:
         job_id = JobRegistry.new_id()
         spec = spec_from_config(name, config, resources=resources, output_dir=self.output_dir,
                                 checkpoint=self._checkpoint(name, job_id, resume_from_checkpoint))
+        warn_ignored(spec, file="submit_training_job")
         record = submit_job(spec, executor=self.executor, base_dir=Path.cwd(), registry=self.registry, job_id=job_id)
         assert isinstance(record, JobRecord)
         return Job(record.id, record.name, Path(record.run_dir), self)
@@ -219,6 +221,7 @@ class TrainingOrchestrator:
             except SpecError as exc:
                 raise SpecError(exc.reason, file=f"submit_batch_training[{n}]", key=exc.key, value=exc.value,
                                 allowed=exc.allowed, hint=exc.hint) from None
+            warn_ignored(specs[-1], file=f"submit_batch_training[{n}]")
         parent, children = submit_batch(specs, name=name, executor=self.executor, registry=self.registry,
                                         base_dir=Path.cwd(), output_dir=self.output_dir, parallel=parallel)
         return BatchJobs([Job(c.id, c.name, Path(c.run_dir), self) for c in children], parent.id,

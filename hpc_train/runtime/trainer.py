@@ -38,9 +38,12 @@ log = logging.getLogger(__name__)
 BACKENDS = ("gloo", "nccl", "mpi")
 CHECKPOINT_UNITS = ("epochs", "steps")
 OptimizerFactory = Callable[[Iterable[nn.Parameter], float], torch.optim.Optimizer]
-OPTIMIZERS: dict[str, OptimizerFactory] = {
-    "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
-    "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9),
+DEFAULT_MOMENTUM = 0.9
+# optimizer name -> builder(parameters, learning rate, momentum, weight decay); momentum is sgd's only
+OPTIMIZERS: dict[str, Callable[[Iterable[nn.Parameter], float, float, float], torch.optim.Optimizer]] = {
+    "adam": lambda params, lr, _momentum, decay: torch.optim.Adam(params, lr=lr, weight_decay=decay),
+    "sgd": lambda params, lr, momentum, decay: torch.optim.SGD(params, lr=lr, momentum=momentum,
+                                                               weight_decay=decay),
 }
 
 
@@ -79,7 +82,9 @@ class DistributedTrainer:
     (Horovod takes MPI or NCCL from how it was built and launched). `should_stop()` is polled at
     every optimizer step and agreed by all ranks; when true the trainer checkpoints and returns with
     `preempted` set. `on_epoch_end(record)` runs on rank 0 only. With a `checkpoint_store`, train()
-    resumes from its latest checkpoint, bit for bit when the thread count and world size match.
+    resumes from its latest checkpoint, bit for bit when the thread count and world size match
+    (`resume=False`: it only writes checkpoints and starts afresh). `momentum` (sgd only; default 0.9)
+    and `weight_decay` configure the named optimizers.
     Sharded strategies (`model_parallel`, alias `fsdp`) need a sharded store: each rank writes its
     own shard of every checkpoint, and they resume onto the same world size.
     """
@@ -105,6 +110,9 @@ class DistributedTrainer:
         *,
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         environment: ClusterEnvironment | None = None,
+        momentum: float | None = None,
+        weight_decay: float = 0.0,
+        resume: bool = True,
     ) -> None:
         _choice("backend", backend, BACKENDS)
         _choice("strategy", strategy, tuple(STRATEGIES))
@@ -115,6 +123,10 @@ class DistributedTrainer:
             raise UserError(f"accumulation_steps must be at least 1, got {accumulation_steps}")
         if learning_rate <= 0:
             raise UserError(f"learning_rate must be positive, got {learning_rate}")
+        _check_optimizer_settings(optimizer, momentum, weight_decay)
+        self.momentum = DEFAULT_MOMENTUM if momentum is None else float(momentum)
+        self.weight_decay = float(weight_decay)
+        self.resume = bool(resume)
         self.backend, self.strategy, self.compression = backend, strategy, compression
         self.accumulation_steps = int(accumulation_steps)
         self.mixed_precision, self.gradient_checkpointing = bool(mixed_precision), bool(gradient_checkpointing)
@@ -136,6 +148,7 @@ class DistributedTrainer:
         self.history: list[dict[str, Any]] = []
         self.preempted = False
         self.resumed_from: int | None = None  # step of the checkpoint the last train() resumed from
+        self.checkpointed_blocks = 0  # blocks the last train() recomputed in backward (gradient_checkpointing)
         self._loop: TrainingLoop | None = None
 
     # -- who am I ---------------------------------------------------------------------------------
@@ -191,6 +204,9 @@ class DistributedTrainer:
         if not on_meta:
             model = model.to(self.device)
         undo = enable_gradient_checkpointing(model) if self.gradient_checkpointing else None
+        # blocks whose forward is recomputed in backward (the patch is an instance attribute)
+        self.checkpointed_blocks = sum("forward" in vars(block) for block in getattr(model, "blocks", ())) \
+            if undo is not None else 0
         loop: TrainingLoop | None = None
         try:
             loop = self._build_loop(model, train_loader, val_loader)
@@ -260,11 +276,16 @@ class DistributedTrainer:
     def _build_loop(self, model: nn.Module, train_loader: DataLoader[Any],
                     val_loader: DataLoader[Any] | None) -> TrainingLoop:
         factory = self.optimizer_factory
-        make = OPTIMIZERS[factory] if isinstance(factory, str) else factory
+
+        def make_optimizer(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+            if isinstance(factory, str):
+                return OPTIMIZERS[factory](params, self.learning_rate, self.momentum, self.weight_decay)
+            return factory(params, self.learning_rate)
+
         early = EarlyStopping.from_config(self.early_stopping_config) if self.early_stopping_config else None
         checkpoint = self._load_checkpoint()
         loop = TrainingLoop(
-            comm=self.comm, model=model, make_optimizer=lambda params: make(params, self.learning_rate),
+            comm=self.comm, model=model, make_optimizer=make_optimizer,
             device=self.device, loss_fn=self.loss_fn,
             train_loader=train_loader, val_loader=val_loader, seed=self.seed, early_stopping=early,
             accumulation_steps=self.accumulation_steps, mixed_precision=self.mixed_precision,
@@ -281,7 +302,7 @@ class DistributedTrainer:
     def _load_checkpoint(self) -> Checkpoint | None:
         """The newest checkpoint every rank can load (for a sharded store: whose shards all ranks have)."""
         store = self.checkpoint_store
-        if store is None:
+        if store is None or not self.resume:
             return None
         if not store.sharded:
             return store.load()
@@ -409,6 +430,20 @@ class DistributedTrainer:
             if expected != self.world_size:
                 raise UserError(f"nodes describe {expected} ranks but {self.world_size} were launched\n"
                                 "HINT: launch one task per listed GPU (srun --ntasks-per-node / mpirun -np)")
+
+
+def _check_optimizer_settings(optimizer: str | OptimizerFactory, momentum: float | None, weight_decay: float) -> None:
+    """momentum and weight_decay configure the named optimizers; they are refused where nothing would use them."""
+    if weight_decay < 0:
+        raise UserError(f"weight_decay must be non-negative, got {weight_decay}")
+    if momentum is not None and not 0 <= momentum < 1:
+        raise UserError(f"momentum must be in [0, 1), got {momentum}")
+    if not isinstance(optimizer, str) and (momentum is not None or weight_decay):
+        raise UserError("momentum and weight_decay configure the named optimizers ('sgd', 'adam'); an optimizer "
+                        "factory builds its own\nHINT: pass them to the optimizer inside your factory")
+    if optimizer == "adam" and momentum is not None:
+        raise UserError("momentum is a setting of the 'sgd' optimizer; 'adam' has none\n"
+                        "HINT: use optimizer='sgd', or leave momentum out")
 
 
 def _choice(what: str, value: str, allowed: Sequence[str]) -> None:
