@@ -13,7 +13,7 @@ from typing import Any
 
 from hpc_train.errors import SpecError
 from hpc_train.spec import JobSpec, validate_spec
-from hpc_train.spec.model import TORCH_MODELS, ModelSpec, ResourcesSpec, TrainingSpec
+from hpc_train.spec.model import ModelSpec, ResourcesSpec, TrainingSpec
 
 WHERE = "config"
 
@@ -98,7 +98,7 @@ def spec_from_config(name: str, config: Mapping[str, Any] | JobSpec, *, resource
         if resources:
             data["resources"] = {**data.get("resources", {}), **resources_section(
                 resources, given=config.resources.model_dump(exclude_unset=True))}
-        if checkpoint and "checkpoint" not in config.model_fields_set and config.model.is_torch:
+        if checkpoint and "checkpoint" not in config.model_fields_set:
             data["checkpoint"] = dict(checkpoint)
         return _validate(data, _Origins())
     if not isinstance(config, Mapping):
@@ -110,17 +110,14 @@ def spec_from_config(name: str, config: Mapping[str, Any] | JobSpec, *, resource
             raise SpecError("the job's name is given twice, differently", file=WHERE, key="name",
                             value=config["name"], hint=f"leave it out of the config; the job is named {name!r}")
         data = {"name": name, "output_dir": output_dir, **dict(config)}
-        model_type = config["model"].get("type")
     else:
         data = _from_brief(name, config, origins, output_dir)
-        model_type = config.get("model")
     own = data.get("resources", {})
     spec_resources = {**own, **resources_section(resources, origins,
                                                  given=own if isinstance(own, Mapping) else None)}
     if spec_resources:
         data["resources"] = spec_resources
-    is_torch = isinstance(model_type, str) and (model_type in TORCH_MODELS or ":" in model_type)
-    if checkpoint and "checkpoint" not in config and is_torch:  # scikit-learn jobs write no checkpoints
+    if checkpoint and "checkpoint" not in config:
         data["checkpoint"] = dict(checkpoint)
     return _validate(data, origins)
 
@@ -200,6 +197,11 @@ def _validate(data: dict[str, Any], origins: _Origins) -> JobSpec:
         raise SpecError(exc.reason, file=WHERE, key=origins.translate(exc.key), value=exc.value,
                         allowed=exc.allowed, hint=exc.hint) from None
     return spec
+
+
+def own_checkpoint(config: Mapping[str, Any] | JobSpec) -> bool:
+    """Whether the caller's config brings its own checkpoint section (else the orchestrator's settings apply)."""
+    return "checkpoint" in (config.model_fields_set if isinstance(config, JobSpec) else config)
 
 
 def checkpoint_section(checkpoint_dir: str | Path | None, interval: int, auto_resume: bool, *, name: str,

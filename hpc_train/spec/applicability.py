@@ -97,13 +97,16 @@ RULES: dict[str, Callable[[JobSpec], str | None]] = {
 SWEEP_IGNORED = "this command trains the spec once; the sweep section is read by `hpc-train sweep` only"
 
 
-def spec_warnings(spec: JobSpec, *, single_job: bool = False) -> list[SpecWarning]:
+def spec_warnings(spec: JobSpec, *, single_job: bool = False, skip: tuple[str, ...] = ()) -> list[SpecWarning]:
     """Every field holding a non-default value that cannot apply to this job, with why.
 
     single_job: the spec is about to be trained once (submit, run, render), so a sweep section is unused.
+    skip: sections whose values the caller did not write (the orchestrator's checkpoint settings).
     """
     found = []
     for key, rule in RULES.items():
+        if key.split(".")[0] in skip:
+            continue
         value, default = _value_and_default(spec, key)
         if value != default:
             why = rule(spec)
@@ -114,10 +117,15 @@ def spec_warnings(spec: JobSpec, *, single_job: bool = False) -> list[SpecWarnin
     return found
 
 
-def warn_ignored(spec: JobSpec, *, file: str, single_job: bool = True, stacklevel: int = 3) -> None:
-    """Python API: one IgnoredSettingWarning for each field that cannot apply."""
-    for found in spec_warnings(spec, single_job=single_job):
+def warn_ignored(spec: JobSpec, *, file: str, skip: tuple[str, ...] = (), stacklevel: int = 3) -> None:
+    """Python API: one IgnoredSettingWarning for each field of a job about to run that cannot apply."""
+    for found in spec_warnings(spec, single_job=True, skip=skip):
         warnings.warn(found.message(file), IgnoredSettingWarning, stacklevel=stacklevel)
+
+
+def warn(message: str, stacklevel: int = 3) -> None:
+    """Python API: one IgnoredSettingWarning for an argument that cannot apply."""
+    warnings.warn(message, IgnoredSettingWarning, stacklevel=stacklevel)
 
 
 def _value_and_default(spec: JobSpec, key: str) -> tuple[Any, Any]:
