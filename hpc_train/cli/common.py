@@ -21,14 +21,14 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a spec value, e.g. --set training.epochs=5 (repeatable)")
 
 
-def spec_from_args(args: argparse.Namespace, *, single_job: bool = True) -> tuple[JobSpec, Path]:
+def spec_from_args(args: argparse.Namespace, *, single_job: bool = True, sweep: bool = False) -> tuple[JobSpec, Path]:
     """The validated spec and the folder its relative paths are resolved against.
 
-    Values that cannot apply to the job are reported on stderr, one warning each (single_job: the spec
-    is trained once, so a sweep section is unused).
+    Values that cannot apply are reported on stderr, one warning each (single_job: the spec is trained
+    once, so a sweep section is unused; sweep: its sweep section runs, whose trials use less of it).
     """
     spec = load_spec(args.spec, args.overrides)
-    for found in spec_warnings(spec, single_job=single_job):
+    for found in spec_warnings(spec, single_job=single_job, sweep=sweep):
         print(f"hpc-train: warning: {found.message(args.spec)}", file=sys.stderr)
     return spec, Path(args.spec).resolve().parent
 

@@ -142,6 +142,10 @@ class DistributedTrainer:
         self.env = environment or detect_environment()
         self.device = _pick_device(num_gpus, self.env, self.nodes)
         self.comm: CommBackend = LocalBackend() if self.env.world_size == 1 else STRATEGIES[strategy](self)
+        if self.env.world_size == 1:
+            for name, value in (("compression", compression), ("master", master)):
+                if value not in ("none", None):
+                    log.warning("%s=%r has no effect: this trainer has one rank, nothing to communicate", name, value)
         self.comm.setup()
         self._check_topology()
         self._check_store()

@@ -95,12 +95,21 @@ RULES: dict[str, Callable[[JobSpec], str | None]] = {
     "checkpoint.auto_resume": _sklearn,
 }
 SWEEP_IGNORED = "this command trains the spec once; the sweep section is read by `hpc-train sweep` only"
+# What sweep trials do not use: each trains one process per cross-validation fold, with its own loop.
+SWEEP_UNUSED = ("data.val_fraction", "training.accumulation_steps", "training.mixed_precision",
+                "training.gradient_checkpointing", "training.early_stopping", "training.tensorboard",
+                "distributed.strategy", "distributed.backend", "distributed.compression", "checkpoint.dir",
+                "checkpoint.interval", "checkpoint.unit", "checkpoint.keep_last", "checkpoint.auto_resume")
+UNUSED_BY_TRIALS = ("sweep trials train one process per cross-validation fold without it; it applies when the "
+                    "spec (or the best trial) is trained as a job")
 
 
-def spec_warnings(spec: JobSpec, *, single_job: bool = False, skip: tuple[str, ...] = ()) -> list[SpecWarning]:
-    """Every field holding a non-default value that cannot apply to this job, with why.
+def spec_warnings(spec: JobSpec, *, single_job: bool = False, sweep: bool = False,
+                  skip: tuple[str, ...] = ()) -> list[SpecWarning]:
+    """Every field holding a non-default value that cannot apply to this job, with why (one each).
 
     single_job: the spec is about to be trained once (submit, run, render), so a sweep section is unused.
+    sweep: the spec's sweep section is about to run, whose trials do not use SWEEP_UNUSED.
     skip: sections whose values the caller did not write (the orchestrator's checkpoint settings).
     """
     found = []
@@ -109,7 +118,7 @@ def spec_warnings(spec: JobSpec, *, single_job: bool = False, skip: tuple[str, .
             continue
         value, default = _value_and_default(spec, key)
         if value != default:
-            why = rule(spec)
+            why = rule(spec) or (UNUSED_BY_TRIALS if sweep and key in SWEEP_UNUSED else None)
             if why:
                 found.append(SpecWarning(key, value, why))
     if single_job and spec.sweep is not None:

@@ -425,3 +425,11 @@ def test_warnings_are_only_for_non_default_values() -> None:
     assert spec_warnings(spec) == []
     assert [w.key for w in spec_warnings(validate_spec({**SKLEARN, "training": {"epochs": 11}}))] == [
         "training.epochs"]
+
+
+def test_a_sweep_warns_about_what_its_trials_do_not_use() -> None:
+    spec = validate_spec({**TORCH, "training": {**TORCH["training"], "accumulation_steps": 2, "threads": 2},
+                          "checkpoint": {"keep_last": 1}, **SWEEP})
+    assert spec_warnings(spec) == []  # validate: the same spec may be submitted as a job
+    keys = [w.key for w in spec_warnings(spec, sweep=True)]
+    assert keys == ["training.accumulation_steps", "checkpoint.keep_last"]  # threads: the workers use it
