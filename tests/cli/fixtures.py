@@ -10,3 +10,10 @@ BROKEN_MESSAGE = "this model factory is broken on purpose"
 def broken(*args: Any, **kwargs: Any) -> Any:
     """A user's model factory with a bug: the job must fail and show this traceback."""
     raise RuntimeError(BROKEN_MESSAGE)
+
+
+def tiny_mlp(n_features: int, n_classes: int, width: int = 8, depth: int = 1) -> Any:
+    """A user's own model factory with two arguments of its own (model.hyperparameters)."""
+    from hpc_train.models.mlp import MLP
+
+    return MLP(n_features, [width] * depth, n_classes)

@@ -42,7 +42,7 @@ SKLEARN: dict[str, Any] = {"name": "walk", "model": {"type": "logistic_regressio
 # CSV files the data cases name (written by the csv_files fixture): iris with two candidate targets
 IRIS_CSV = "iris.csv"          # f1..f4, species, big (last column: big)
 IRIS_VAL_CSV = "iris_val.csv"  # f1..f4, species
-EARLY = {"training": {"epochs": 4}}
+FACTORY: dict[str, Any] = {**TORCH, "model": {"type": "tests.cli.fixtures:tiny_mlp"}}
 CONTAINER = {"container": {"image": "/images/a.sif"}}
 SWEEP = {"sweep": {"param_space": {"C": [0.1, 1.0]}}}
 
@@ -76,12 +76,14 @@ CASES: dict[str, list[Case]] = {
     "model.type": [acts("model.type", "svm", "train", SKLEARN)],
     "model.hyperparameters": [
         acts("model.hyperparameters", {"C": 0.01}, "train", SKLEARN),
+        acts("model.hyperparameters", {"width": 4}, "train", FACTORY),
         refused("model.hyperparameters", {"n_trees": 3}, SKLEARN),
         refused("model.hyperparameters", {"hidden_sizes": [512, 512]}),
         refused("model.hyperparameters", {"bogus_param": 3}),
     ],
-    "model.hidden_sizes": [acts("model.hidden_sizes", [16], "train"), warns("model.hidden_sizes", [16])],
-    "model.dropout": [acts("model.dropout", 0.5, "train"), warns("model.dropout", 0.5)],
+    "model.hidden_sizes": [acts("model.hidden_sizes", [16], "train"), warns("model.hidden_sizes", [16]),
+                           warns("model.hidden_sizes", [16], FACTORY)],
+    "model.dropout": [acts("model.dropout", 0.5, "train"), warns("model.dropout", 0.5), warns("model.dropout", 0.5, FACTORY)],
     "data.train_path": [acts("data.train_path", "sklearn:wine", "train", SKLEARN)],
     "data.val_path": [acts("data.val_path", IRIS_VAL_CSV, "train", SKLEARN)],
     "data.target": [acts("data.target", "species", "train", SKLEARN, data={"train_path": IRIS_CSV}),
@@ -340,7 +342,7 @@ def observe(case: Case, data: dict[str, Any], workdir: Path, root: Path) -> Any:
 
 
 def _id(case: Any) -> str:
-    base = "torch" if case.base is TORCH else "sklearn"
+    base = {id(TORCH): "torch", id(SKLEARN): "sklearn", id(FACTORY): "factory"}[id(case.base)]
     extra = "+" + ",".join(sorted(case.context)) if case.context else ""
     return f"{case.key}={json.dumps(case.value)}-{case.expect}-{base}{extra}"
 
@@ -433,3 +435,9 @@ def test_a_sweep_warns_about_what_its_trials_do_not_use() -> None:
     assert spec_warnings(spec) == []  # validate: the same spec may be submitted as a job
     keys = [w.key for w in spec_warnings(spec, sweep=True)]
     assert keys == ["training.accumulation_steps", "checkpoint.keep_last"]  # threads: the workers use it
+
+
+def test_a_factory_refuses_hyperparameters_it_does_not_take(workdir: Path, tmp_path: Path) -> None:
+    spec = {**FACTORY, "model": {**FACTORY["model"], "hyperparameters": {"widht": 4}}}
+    refused_by_job = trained(spec, workdir, tmp_path / "r")["refused by the job"]
+    assert "model.hyperparameters.widht" in refused_by_job and "allowed: width, depth" in refused_by_job
