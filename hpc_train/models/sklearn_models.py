@@ -15,22 +15,12 @@ _ESTIMATORS: dict[str, tuple[str, str, dict[str, Any]]] = {
 }
 
 
-def _estimator_class(name: str) -> Any:
-    import importlib
-
-    module_name, class_name, _ = _ESTIMATORS[name]
-    return getattr(importlib.import_module(module_name), class_name)
-
-
-def check_sklearn_hyperparameters(name: str, hyperparameters: dict[str, Any], seed: int = 0) -> None:
-    """Refuse unknown names (listing the estimator's own) and values the estimator rejects: a SpecError."""
-    build_sklearn(name, hyperparameters, seed)
-
-
 def build_sklearn(name: str, hyperparameters: dict[str, Any], seed: int) -> Any:
     """A configured estimator; an unknown hyperparameter is a SpecError listing the valid ones."""
-    _, _, defaults = _ESTIMATORS[name]
-    estimator_cls = _estimator_class(name)
+    import importlib
+
+    module_name, class_name, defaults = _ESTIMATORS[name]
+    estimator_cls = getattr(importlib.import_module(module_name), class_name)
     valid = estimator_cls().get_params()
     unknown = sorted(set(hyperparameters) - set(valid))
     if unknown:
@@ -46,3 +36,8 @@ def build_sklearn(name: str, hyperparameters: dict[str, Any], seed: int) -> Any:
         raise SpecError(f"bad hyperparameters for {name}: {exc}", key="model.hyperparameters",
                         value=hyperparameters) from None
     return estimator
+
+
+def check_sklearn_hyperparameters(name: str, hyperparameters: dict[str, Any], seed: int = 0) -> None:
+    """Refuse unknown names (listing the estimator's own) and values the estimator rejects: a SpecError."""
+    build_sklearn(name, hyperparameters, seed)

@@ -214,8 +214,8 @@ class TrainingOrchestrator:
         specs = []
         for n, config in enumerate(configs):
             model = config.model.type if isinstance(config, JobSpec) else str(config.get("model", "job"))
-            job_name = str(config.get("name")) if isinstance(config, Mapping) and config.get("name") else \
-                re.sub(r"[^A-Za-z0-9_.+-]", "_", model)[:128]
+            job_name = config.name if isinstance(config, JobSpec) else str(config.get("name")) if config.get("name") \
+                else re.sub(r"[^A-Za-z0-9_.+-]", "_", model)[:128]
             try:
                 specs.append(spec_from_config(job_name, {k: v for k, v in config.items() if k != "name"}
                                               if isinstance(config, Mapping) else config, resources=resources,

@@ -123,7 +123,9 @@ def _gradient_transport(trainer: Any) -> str:
     """How gradients travel between ranks: mpi4py, the process group's backend, or none (one rank)."""
     if trainer.world_size == 1:
         return "none"
-    return "mpi4py" if getattr(trainer.comm, "gradients_over_mpi", False) else str(getattr(trainer.comm, "backend", trainer.comm.name))
+    if getattr(trainer.comm, "gradients_over_mpi", False):
+        return "mpi4py"
+    return str(getattr(trainer.comm, "backend", trainer.comm.name))  # Horovod has no process-group backend
 
 
 def _evaluate(model: nn.Module, data: Dataset) -> dict[str, Any]:

@@ -153,8 +153,8 @@ def _check_hyperparameters(spec: JobSpec, file: str) -> None:
         name = next(iter(hyperparameters))
         place = MLP_SETTINGS.get(name)
         hint = (f"write it as {place}: {hyperparameters[name]!r}" if place else
-                "neural_network is set by model.hidden_sizes, model.dropout, data.batch_size and training."
-                + ", training.".join(TrainingSpec.model_fields) + "; a model of your own (model.type: package.module:factory) takes model.hyperparameters")
+                "neural_network is set by " + ", ".join(MLP_SETTINGS.values())
+                + "; a model of your own (model.type: package.module:factory) takes model.hyperparameters")
         raise SpecError("neural_network takes no model.hyperparameters", file=file,
                         key=f"model.hyperparameters.{name}", value=_short(hyperparameters[name]),
                         allowed="none (model.hyperparameters: {})", hint=hint)
