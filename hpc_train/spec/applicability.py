@@ -120,7 +120,8 @@ def spec_warnings(spec: JobSpec, *, single_job: bool = False, sweep: bool = Fals
         if value != default:
             why = rule(spec) or (UNUSED_BY_TRIALS if sweep and key in SWEEP_UNUSED else None)
             if why:
-                found.append(SpecWarning(key, value, why))
+                shown = value.model_dump(mode="json", exclude_none=True) if isinstance(value, BaseModel) else value
+                found.append(SpecWarning(key, shown, why))
     if single_job and spec.sweep is not None:
         found.append(SpecWarning("sweep", spec.sweep.model_dump(mode="json"), SWEEP_IGNORED))
     return found
