@@ -17,14 +17,16 @@ _LAZY = {
     "TrainingOrchestrator": "hpc_train.orchestrator.orchestrator",
     "DistributedTrainer": "hpc_train.runtime.trainer",
     "TrainingMonitor": "hpc_train.monitor",
+    "IgnoredSettingWarning": "hpc_train.spec.applicability",
 }
 
-__all__ = ["DistributedTrainer", "TrainingMonitor", "TrainingOrchestrator", "__version__"]
+__all__ = ["DistributedTrainer", "IgnoredSettingWarning", "TrainingMonitor", "TrainingOrchestrator", "__version__"]
 
 if TYPE_CHECKING:
     from hpc_train.monitor import TrainingMonitor
     from hpc_train.orchestrator.orchestrator import TrainingOrchestrator
     from hpc_train.runtime.trainer import DistributedTrainer
+    from hpc_train.spec.applicability import IgnoredSettingWarning
 
 
 __getattr__ = lazy_getattr(__name__, globals(), _LAZY)

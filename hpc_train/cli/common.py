@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from hpc_train.registry import JobRegistry
 from hpc_train.spec import JobSpec, load_spec
+from hpc_train.spec.applicability import spec_warnings
 
 
 def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,9 +32,15 @@ def preflight_from_args(args: argparse.Namespace, spec: JobSpec, base_dir: Path)
     run_preflight(spec, base_dir, file=args.spec, check_data=not args.no_check_data)
 
 
-def spec_from_args(args: argparse.Namespace) -> tuple[JobSpec, Path]:
-    """The validated spec and the folder its relative paths are resolved against."""
+def spec_from_args(args: argparse.Namespace, *, single_job: bool = True, sweep: bool = False) -> tuple[JobSpec, Path]:
+    """The validated spec and the folder its relative paths are resolved against.
+
+    Values that cannot apply are reported on stderr, one warning each (single_job: the spec is trained
+    once, so a sweep section is unused; sweep: its sweep section runs, whose trials use less of it).
+    """
     spec = load_spec(args.spec, args.overrides)
+    for found in spec_warnings(spec, single_job=single_job, sweep=sweep):
+        print(f"hpc-train: warning: {found.message(args.spec)}", file=sys.stderr)
     return spec, Path(args.spec).resolve().parent
 
 

@@ -22,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from hpc_train.orchestrator import TrainingOrchestrator
 
-    spec, base = spec_from_args(args)
+    spec, base = spec_from_args(args, single_job=False, sweep=True)
     orchestrator = TrainingOrchestrator(executor=args.executor, home=args.home, output_dir=spec.output_dir)
     search = orchestrator.submit_sweep_spec(spec, base, file=args.spec)
     settings = search.settings

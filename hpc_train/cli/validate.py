@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    spec, base = spec_from_args(args)
+    spec, base = spec_from_args(args, single_job=False)
     preflight_from_args(args, spec, base)
     if not args.quiet:
         print(dump_spec(spec), end="")

@@ -45,3 +45,8 @@ def build_sklearn(name: str, hyperparameters: dict[str, Any], seed: int) -> Any:
         raise SpecError(f"bad hyperparameters for {name}: {exc}", key="model.hyperparameters",
                         value=hyperparameters) from None
     return estimator
+
+
+def check_sklearn_hyperparameters(name: str, hyperparameters: dict[str, Any], seed: int = 0) -> None:
+    """Refuse unknown names (listing the estimator's own) and values the estimator rejects: a SpecError."""
+    build_sklearn(name, hyperparameters, seed)

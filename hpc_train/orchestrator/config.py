@@ -42,6 +42,16 @@ class _Origins:
     def note(self, spec_path: str, caller_key: str) -> None:
         self.by_path[spec_path] = caller_key
 
+    def put(self, section: dict[str, Any], spec_path: str, value: Any, caller_key: str) -> None:
+        """Set one spec field; the same field given under two caller keys is refused, not overwritten."""
+        field = spec_path.rsplit(".", 1)[-1]
+        if field in section:
+            first = self.by_path.get(spec_path, spec_path)
+            raise SpecError(f"{spec_path} is given twice (also as {first!r}); give it once", file=WHERE,
+                            key=caller_key, value=value)
+        section[field] = value
+        self.note(spec_path, caller_key)
+
     def translate(self, spec_key: str | None) -> str | None:
         if spec_key is None:
             return None
@@ -54,8 +64,11 @@ class _Origins:
 
 
 def resources_section(resources: Mapping[str, Any] | None, origins: _Origins | None = None,
-                      where: str = "resources") -> dict[str, Any]:
-    """`{"cpu": 4, "memory": "8GB", "gpu": 1}` -> ResourcesSpec fields; unknown names are SpecErrors."""
+                      where: str = "resources", given: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """`{"cpu": 4, "memory": "8GB", "gpu": 1}` -> ResourcesSpec fields; unknown names are SpecErrors.
+
+    given: fields already set elsewhere (the config's own resources); naming one again is refused.
+    """
     if resources is None:
         return {}
     if not isinstance(resources, Mapping):
@@ -67,9 +80,9 @@ def resources_section(resources: Mapping[str, Any] | None, origins: _Origins | N
         field = RESOURCE_ALIASES.get(key, key)
         if field not in ResourcesSpec.model_fields:
             raise SpecError("unknown resource", file=WHERE, key=f"{where}.{key}", value=value, allowed=allowed)
-        if field in section:
-            raise SpecError(f"resource given twice (as {key!r} and as another name for {field})",
-                            file=WHERE, key=f"{where}.{key}", value=value)
+        if field in section or field in (given or {}):
+            raise SpecError(f"resource given twice (as {key!r} and as another name for {field}, or in both the "
+                            "config and the resources argument)", file=WHERE, key=f"{where}.{key}", value=value)
         section[field] = value
         if origins is not None:
             origins.note(f"resources.{field}", f"{where}.{key}")
@@ -83,17 +96,25 @@ def spec_from_config(name: str, config: Mapping[str, Any] | JobSpec, *, resource
         data = config.model_dump(mode="json", exclude_none=True)
         data["name"] = name
         if resources:
-            data["resources"] = {**data.get("resources", {}), **resources_section(resources)}
+            data["resources"] = {**data.get("resources", {}), **resources_section(
+                resources, given=config.resources.model_dump(exclude_unset=True))}
+        if checkpoint and "checkpoint" not in config.model_fields_set:
+            data["checkpoint"] = dict(checkpoint)
         return _validate(data, _Origins())
     if not isinstance(config, Mapping):
         raise SpecError("config must be a mapping such as {'model': 'random_forest', 'data_path': "
                         "'sklearn:digits', 'params': {...}}", file=WHERE, value=config)
     origins = _Origins()
     if isinstance(config.get("model"), Mapping):  # already shaped like a YAML spec
+        if "name" in config and config["name"] != name:
+            raise SpecError("the job's name is given twice, differently", file=WHERE, key="name",
+                            value=config["name"], hint=f"leave it out of the config; the job is named {name!r}")
         data = {"name": name, "output_dir": output_dir, **dict(config)}
     else:
         data = _from_brief(name, config, origins, output_dir)
-    spec_resources = {**data.get("resources", {}), **resources_section(resources, origins)}
+    own = data.get("resources", {})
+    spec_resources = {**own, **resources_section(resources, origins,
+                                                 given=own if isinstance(own, Mapping) else None)}
     if spec_resources:
         data["resources"] = spec_resources
     if checkpoint and "checkpoint" not in config:
@@ -124,24 +145,20 @@ def _from_brief(name: str, config: Mapping[str, Any], origins: _Origins, output_
             continue
         if key == "data":
             if isinstance(value, Mapping):
-                data.update(value)
-                origins.note("data", "data")
+                for field, item in value.items():
+                    origins.put(data, f"data.{field}", item, f"data.{field}")
             else:
-                data["train_path"] = value
-                origins.note("data.train_path", "data")
+                origins.put(data, "data.train_path", value, "data")
         elif key == "resources":
             spec["resources"] = resources_section(value, origins)
         elif key in DATA_KEYS:
-            data[DATA_KEYS[key]] = value
-            origins.note(f"data.{DATA_KEYS[key]}", key)
+            origins.put(data, f"data.{DATA_KEYS[key]}", value, key)
         elif key in SECTION_KEYS:
             spec[key] = value
         elif key in MODEL_FIELDS:
-            model[key] = value
-            origins.note(f"model.{key}", key)
+            origins.put(model, f"model.{key}", value, key)
         elif key in TRAINING_FIELDS:
-            training[key] = value
-            origins.note(f"training.{key}", key)
+            origins.put(training, f"training.{key}", value, key)
         else:
             raise SpecError("unknown key", file=WHERE, key=key, value=value, allowed=allowed)
     _place_params(config["model"], params, params_key, model, training, data, origins)
@@ -159,15 +176,12 @@ def _place_params(model_type: Any, params: Mapping[str, Any], params_key: str, m
         return
     extra: dict[str, Any] = {}
     for key, value in params.items():
-        if key in MODEL_FIELDS:
-            model[key] = value
-            origins.note(f"model.{key}", f"{params_key}.{key}")
+        if key in MODEL_FIELDS and model_type == "neural_network":  # a factory takes its own shape arguments
+            origins.put(model, f"model.{key}", value, f"{params_key}.{key}")
         elif key in TRAINING_FIELDS:
-            training[key] = value
-            origins.note(f"training.{key}", f"{params_key}.{key}")
+            origins.put(training, f"training.{key}", value, f"{params_key}.{key}")
         elif key == "batch_size":
-            data[key] = value
-            origins.note("data.batch_size", f"{params_key}.{key}")
+            origins.put(data, "data.batch_size", value, f"{params_key}.{key}")
         elif model_type == "neural_network":
             raise SpecError("unknown hyperparameter for neural_network", file=WHERE, key=f"{params_key}.{key}",
                             value=value, allowed=sorted([*MODEL_FIELDS, *TRAINING_FIELDS, "batch_size"]))
@@ -179,14 +193,15 @@ def _place_params(model_type: Any, params: Mapping[str, Any], params_key: str, m
 def _validate(data: dict[str, Any], origins: _Origins) -> JobSpec:
     try:
         spec = validate_spec(data, file=WHERE)
-        if not spec.model.is_torch:
-            from hpc_train.models.sklearn_models import build_sklearn
-
-            build_sklearn(spec.model.type, spec.model.hyperparameters, spec.training.seed)
     except SpecError as exc:
         raise SpecError(exc.reason, file=WHERE, key=origins.translate(exc.key), value=exc.value,
                         allowed=exc.allowed, hint=exc.hint) from None
     return spec
+
+
+def own_checkpoint(config: Mapping[str, Any] | JobSpec) -> bool:
+    """Whether the caller's config brings its own checkpoint section (else the orchestrator's settings apply)."""
+    return "checkpoint" in (config.model_fields_set if isinstance(config, JobSpec) else config)
 
 
 def checkpoint_section(checkpoint_dir: str | Path | None, interval: int, auto_resume: bool, *, name: str,

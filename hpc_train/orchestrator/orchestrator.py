@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 from hpc_train.errors import SpecError, UserError
 from hpc_train.jobs import EXECUTORS, cancel_jobs, get_scheduler, refresh, submit_job, wait_for
-from hpc_train.orchestrator.config import checkpoint_section, spec_from_config
+from hpc_train.orchestrator.config import checkpoint_section, own_checkpoint, spec_from_config
 from hpc_train.orchestrator.handles import Job, Pipeline, SearchJob
 from hpc_train.registry import JobRecord, JobRegistry
 from hpc_train.rundir import RunDirectory
 from hpc_train.spec import JobSpec
+from hpc_train.spec.applicability import warn, warn_ignored
 from hpc_train.spec.model import SLURM_NAME
 from hpc_train.status_document import job_status, parent_status, status_document
 
@@ -94,6 +95,10 @@ class TrainingOrchestrator:
         job_id = JobRegistry.new_id()
         spec = spec_from_config(name, config, resources=resources, output_dir=self.output_dir,
                                 checkpoint=self._checkpoint(name, job_id, resume_from_checkpoint))
+        warn_ignored(spec, file="submit_training_job", skip=() if own_checkpoint(config) else ("checkpoint",))
+        if resume_from_checkpoint and not spec.model.is_torch:
+            warn(f"submit_training_job: resume_from_checkpoint: {spec.model.type} is a scikit-learn model, fitted "
+                 "once; it writes no checkpoints to resume from")
         record = submit_job(spec, executor=self.executor, base_dir=Path.cwd(), registry=self.registry, job_id=job_id)
         assert isinstance(record, JobRecord)
         return Job(record.id, record.name, Path(record.run_dir), self)
@@ -199,8 +204,8 @@ class TrainingOrchestrator:
         specs = []
         for n, config in enumerate(configs):
             model = config.model.type if isinstance(config, JobSpec) else str(config.get("model", "job"))
-            job_name = str(config.get("name")) if isinstance(config, Mapping) and config.get("name") else \
-                re.sub(r"[^A-Za-z0-9_.+-]", "_", model)[:128]
+            job_name = config.name if isinstance(config, JobSpec) else str(config.get("name")) if config.get("name") \
+                else re.sub(r"[^A-Za-z0-9_.+-]", "_", model)[:128]
             try:
                 specs.append(spec_from_config(job_name, {k: v for k, v in config.items() if k != "name"}
                                               if isinstance(config, Mapping) else config, resources=resources,
@@ -209,6 +214,8 @@ class TrainingOrchestrator:
             except SpecError as exc:
                 raise SpecError(exc.reason, file=f"submit_batch_training[{n}]", key=exc.key, value=exc.value,
                                 allowed=exc.allowed, hint=exc.hint) from None
+            warn_ignored(specs[-1], file=f"submit_batch_training[{n}]",
+                         skip=() if own_checkpoint(config) else ("checkpoint",))
         parent, children = submit_batch(specs, name=name, executor=self.executor, registry=self.registry,
                                         base_dir=Path.cwd(), output_dir=self.output_dir, parallel=parallel)
         return BatchJobs([Job(c.id, c.name, Path(c.run_dir), self) for c in children], parent.id,

@@ -66,7 +66,7 @@ def _torch_defaults(spec: JobSpec, settings: SearchSettings) -> dict[str, object
     return {"hidden_sizes": spec.model.hidden_sizes, "dropout": spec.model.dropout,
             "learning_rate": spec.training.learning_rate, "epochs": spec.training.epochs,
             "batch_size": spec.data.batch_size, "optimizer": spec.training.optimizer,
-            "momentum": spec.training.momentum}
+            "momentum": spec.training.momentum, "weight_decay": spec.training.weight_decay}
 
 
 def _write_progress(sweep: RunDirectory, study: optuna.Study, settings: SearchSettings) -> None:

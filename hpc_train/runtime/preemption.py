@@ -124,13 +124,19 @@ def restart_count(environ: Mapping[str, str] | None = None) -> int:
     return int(env.get("SLURM_RESTART_COUNT", "0") or 0)
 
 
+def job_to_requeue(max_requeues: int, environ: Mapping[str, str] | None = None) -> str | None:
+    """The SLURM job `scontrol requeue` should requeue now, or None (outside SLURM, or max_requeues reached)."""
+    job = slurm_job_to_requeue(environ)
+    if job is not None and restart_count(environ) >= max_requeues:
+        log.warning("job %s reached preemption.max_requeues=%d; not requeueing", job, max_requeues)
+        return None
+    return job
+
+
 def request_requeue(max_requeues: int, environ: Mapping[str, str] | None = None) -> bool:
     """Ask SLURM to requeue this job unless max_requeues is reached; False outside SLURM or at the cap."""
-    job = slurm_job_to_requeue(environ)
+    job = job_to_requeue(max_requeues, environ)
     if job is None:
-        return False
-    if restart_count(environ) >= max_requeues:
-        log.warning("job %s reached preemption.max_requeues=%d; not requeueing", job, max_requeues)
         return False
     try:
         run_command(["scontrol", "requeue", job], timeout=30, retries=2)

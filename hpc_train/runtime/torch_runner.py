@@ -19,7 +19,7 @@ from hpc_train.checkpoint import HDF5CheckpointStore
 from hpc_train.data import Dataset
 from hpc_train.errors import SpecError
 from hpc_train.metrics import classification_metrics
-from hpc_train.models.factory import import_factory
+from hpc_train.models.factory import check_factory_arguments, import_factory
 from hpc_train.models.mlp import MLP
 from hpc_train.rundir import RunDirectory
 from hpc_train.runtime.environments import ClusterEnvironment
@@ -40,6 +40,7 @@ def build_torch_model(spec: JobSpec, data: Dataset) -> nn.Module:
     if spec.model.type == "neural_network":
         return MLP(data.n_features, spec.model.hidden_sizes, data.n_classes, spec.model.dropout)
     factory = import_factory(spec.model.type)
+    check_factory_arguments(factory, spec.model.type, spec.model.hyperparameters)
     model = factory(n_features=data.n_features, n_classes=data.n_classes, **spec.model.hyperparameters)
     if not isinstance(model, nn.Module):
         raise SpecError("the model factory must return a torch.nn.Module", key="model.type", value=spec.model.type)
@@ -65,9 +66,9 @@ def train_torch(spec: JobSpec, data: Dataset, run_dir: RunDirectory, env: Cluste
     val_set = TensorDataset(torch.from_numpy(data.x_val), torch.from_numpy(data.y_val))
     train_loader = DataLoader(train_set, batch_size=spec.data.batch_size, shuffle=True)
     val_loader = DataLoader(val_set, batch_size=max(256, spec.data.batch_size))
+    # Checkpoints are always written; auto_resume decides whether a (re)started job starts from them.
     store = HDF5CheckpointStore(checkpoint_dir(spec, run_dir), keep_last=spec.checkpoint.keep_last,
-                                rank=env.global_rank, sharded=strategy == "model_parallel") \
-        if spec.checkpoint.auto_resume or spec.checkpoint.dir else None
+                                rank=env.global_rank, sharded=strategy == "model_parallel")
     epochs = spec.training.epochs
     progress = _ProgressWriter(run_dir, epochs, is_main=env.global_rank == 0,
                                tensorboard=spec.training.tensorboard, on_epoch=on_epoch)
@@ -81,12 +82,10 @@ def train_torch(spec: JobSpec, data: Dataset, run_dir: RunDirectory, env: Cluste
         gradient_checkpointing=spec.training.gradient_checkpointing, compression=spec.distributed.compression,
         learning_rate=spec.training.learning_rate, optimizer=spec.training.optimizer, seed=spec.training.seed,
         early_stopping=early, checkpoint_store=store, should_stop=guard, on_epoch_end=progress.epoch_done,
-        environment=env)
+        environment=env, weight_decay=spec.training.weight_decay, resume=spec.checkpoint.auto_resume,
+        momentum=spec.training.momentum if spec.training.optimizer == "sgd" else None)
     try:
-        # No store (auto_resume off, no checkpoint.dir): no interval either, so the trainer does not
-        # fall back to the job's folder, which this spec turned off.
-        interval = spec.checkpoint.interval if store is not None else None
-        history = trainer.train(model, train_loader, epochs, checkpoint_interval=interval,
+        history = trainer.train(model, train_loader, epochs, checkpoint_interval=spec.checkpoint.interval,
                                 val_loader=val_loader, checkpoint_unit=spec.checkpoint.unit)
         if trainer.preempted:
             return _preempted(spec, run_dir, trainer.is_main, guard)
@@ -110,8 +109,20 @@ def train_torch(spec: JobSpec, data: Dataset, run_dir: RunDirectory, env: Cluste
         results["model_path"] = str(model_path)
     results.update({"param_digests": digests, "hosts": hosts, "state_bytes": state_bytes, "epochs_run": len(history),
                     "stopped_early": len(history) < epochs, "restarts": restart_count(),
-                    "strategy": strategy, "backend": backend, "threads": threads})
+                    "strategy": strategy, "backend": backend, "threads": threads,
+                    "resumed_from_step": trainer.resumed_from,
+                    "gradient_transport": _gradient_transport(trainer),
+                    "checkpointed_blocks": trainer.checkpointed_blocks})
     return results
+
+
+def _gradient_transport(trainer: Any) -> str:
+    """How gradients travel between ranks: mpi4py, the process group's backend, or none (one rank)."""
+    if trainer.world_size == 1:
+        return "none"
+    if getattr(trainer.comm, "gradients_over_mpi", False):
+        return "mpi4py"
+    return str(getattr(trainer.comm, "backend", trainer.comm.name))  # Horovod has no process-group backend
 
 
 def _evaluate(model: nn.Module, data: Dataset) -> dict[str, Any]:

@@ -46,9 +46,12 @@ log = logging.getLogger(__name__)
 BACKENDS = ("gloo", "nccl", "mpi")
 CHECKPOINT_UNITS = ("epochs", "steps")
 OptimizerFactory = Callable[[Iterable[nn.Parameter], float], torch.optim.Optimizer]
-OPTIMIZERS: dict[str, OptimizerFactory] = {
-    "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
-    "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9),
+DEFAULT_MOMENTUM = 0.9
+# optimizer name -> builder(parameters, learning rate, momentum, weight decay); momentum is sgd's only
+OPTIMIZERS: dict[str, Callable[[Iterable[nn.Parameter], float, float, float], torch.optim.Optimizer]] = {
+    "adam": lambda params, lr, _momentum, decay: torch.optim.Adam(params, lr=lr, weight_decay=decay),
+    "sgd": lambda params, lr, momentum, decay: torch.optim.SGD(params, lr=lr, momentum=momentum,
+                                                               weight_decay=decay),
 }
 
 
@@ -91,6 +94,8 @@ class DistributedTrainer:
     for bit when the thread count and world size match. Without either, inside a job (HPC_TRAIN_RUN_DIR
     set) a train() asked for a `checkpoint_interval` writes to and resumes from the job's checkpoint
     folder (`checkpoint.dir` of its spec, else `<run dir>/checkpoints`); outside a job it is refused.
+    (`resume=False`: it only writes checkpoints and starts afresh). `momentum` (sgd only; default 0.9)
+    and `weight_decay` configure the named optimizers.
     Sharded strategies (`model_parallel`, alias `fsdp`) need a sharded store: each rank writes its
     own shard of every checkpoint, and they resume onto the same world size.
     """
@@ -117,6 +122,9 @@ class DistributedTrainer:
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         environment: ClusterEnvironment | None = None,
         checkpoint_dir: str | os.PathLike[str] | None = None,
+        momentum: float | None = None,
+        weight_decay: float = 0.0,
+        resume: bool = True,
     ) -> None:
         _choice("backend", backend, BACKENDS)
         _choice("strategy", strategy, tuple(STRATEGIES))
@@ -130,6 +138,10 @@ class DistributedTrainer:
         if checkpoint_store is not None and checkpoint_dir is not None:
             raise UserError("give checkpoint_store or checkpoint_dir, not both\n"
                             "HINT: checkpoint_dir=PATH is short for checkpoint_store=HDF5CheckpointStore(PATH, ...)")
+        _check_optimizer_settings(optimizer, momentum, weight_decay)
+        self.momentum = DEFAULT_MOMENTUM if momentum is None else float(momentum)
+        self.weight_decay = float(weight_decay)
+        self.resume = bool(resume)
         self.backend, self.strategy, self.compression = backend, strategy, compression
         self.accumulation_steps = int(accumulation_steps)
         self.mixed_precision, self.gradient_checkpointing = bool(mixed_precision), bool(gradient_checkpointing)
@@ -145,6 +157,10 @@ class DistributedTrainer:
         self.env = environment or detect_environment()
         self.device = _pick_device(num_gpus, self.env, self.nodes)
         self.comm: CommBackend = LocalBackend() if self.env.world_size == 1 else STRATEGIES[strategy](self)
+        if self.env.world_size == 1:
+            for name, value in (("compression", compression), ("master", master)):
+                if value not in ("none", None):
+                    log.warning("%s=%r has no effect: this trainer has one rank, nothing to communicate", name, value)
         self.comm.setup()
         self._check_topology()
         self.checkpoint_dir: Path | None = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -155,6 +171,7 @@ class DistributedTrainer:
         self.history: list[dict[str, Any]] = []
         self.preempted = False
         self.resumed_from: int | None = None  # step of the checkpoint the last train() resumed from
+        self.checkpointed_blocks = 0  # blocks the last train() recomputed in backward (gradient_checkpointing)
         self._loop: TrainingLoop | None = None
 
     # -- who am I ---------------------------------------------------------------------------------
@@ -213,6 +230,9 @@ class DistributedTrainer:
         if not on_meta:
             model = model.to(self.device)
         undo = enable_gradient_checkpointing(model) if self.gradient_checkpointing else None
+        # blocks whose forward is recomputed in backward (the patch is an instance attribute)
+        self.checkpointed_blocks = sum("forward" in vars(block) for block in getattr(model, "blocks", ())) \
+            if undo is not None else 0
         loop: TrainingLoop | None = None
         try:
             loop = self._build_loop(model, train_loader, val_loader)
@@ -282,11 +302,16 @@ class DistributedTrainer:
     def _build_loop(self, model: nn.Module, train_loader: DataLoader[Any],
                     val_loader: DataLoader[Any] | None) -> TrainingLoop:
         factory = self.optimizer_factory
-        make = OPTIMIZERS[factory] if isinstance(factory, str) else factory
+
+        def make_optimizer(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+            if isinstance(factory, str):
+                return OPTIMIZERS[factory](params, self.learning_rate, self.momentum, self.weight_decay)
+            return factory(params, self.learning_rate)
+
         early = EarlyStopping.from_config(self.early_stopping_config) if self.early_stopping_config else None
         checkpoint = self._load_checkpoint()
         loop = TrainingLoop(
-            comm=self.comm, model=model, make_optimizer=lambda params: make(params, self.learning_rate),
+            comm=self.comm, model=model, make_optimizer=make_optimizer,
             device=self.device, loss_fn=self.loss_fn,
             train_loader=train_loader, val_loader=val_loader, seed=self.seed, early_stopping=early,
             accumulation_steps=self.accumulation_steps, mixed_precision=self.mixed_precision,
@@ -303,7 +328,7 @@ class DistributedTrainer:
     def _load_checkpoint(self) -> Checkpoint | None:
         """The newest checkpoint every rank can load (for a sharded store: whose shards all ranks have)."""
         store = self.checkpoint_store
-        if store is None:
+        if store is None or not self.resume:
             return None
         if not store.sharded:
             return store.load()
@@ -452,6 +477,20 @@ class DistributedTrainer:
             if expected != self.world_size:
                 raise UserError(f"nodes describe {expected} ranks but {self.world_size} were launched\n"
                                 "HINT: launch one task per listed GPU (srun --ntasks-per-node / mpirun -np)")
+
+
+def _check_optimizer_settings(optimizer: str | OptimizerFactory, momentum: float | None, weight_decay: float) -> None:
+    """momentum and weight_decay configure the named optimizers; they are refused where nothing would use them."""
+    if weight_decay < 0:
+        raise UserError(f"weight_decay must be non-negative, got {weight_decay}")
+    if momentum is not None and not 0 <= momentum < 1:
+        raise UserError(f"momentum must be in [0, 1), got {momentum}")
+    if not isinstance(optimizer, str) and (momentum is not None or weight_decay):
+        raise UserError("momentum and weight_decay configure the named optimizers ('sgd', 'adam'); an optimizer "
+                        "factory builds its own\nHINT: pass them to the optimizer inside your factory")
+    if optimizer == "adam" and momentum is not None:
+        raise UserError("momentum is a setting of the 'sgd' optimizer; 'adam' has none\n"
+                        "HINT: use optimizer='sgd', or leave momentum out")
 
 
 def _choice(what: str, value: str, allowed: Sequence[str]) -> None:

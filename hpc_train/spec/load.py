@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from hpc_train.errors import SpecError
-from hpc_train.spec.model import METRICS, JobSpec
+from hpc_train.spec.model import METRICS, SKLEARN_MODELS, TORCH_MODELS, JobSpec, TrainingSpec
 
 _MAX_SPEC_BYTES = 1 << 20
 
@@ -141,7 +141,34 @@ def _parse_yaml(text: str, file: str) -> Any:
         raise SpecError(f"invalid YAML: {exc}", file=file) from None
 
 
+# neural_network's settings, each in its one place in the spec (model.hyperparameters is not one of them)
+MLP_SETTINGS = {"hidden_sizes": "model.hidden_sizes", "dropout": "model.dropout", "batch_size": "data.batch_size",
+                **{name: f"training.{name}" for name in TrainingSpec.model_fields}}
+
+
+def _check_hyperparameters(spec: JobSpec, file: str) -> None:
+    """neural_network takes none (its settings have their own keys); scikit-learn models take the estimator's."""
+    hyperparameters = spec.model.hyperparameters
+    if spec.model.type in TORCH_MODELS and hyperparameters:
+        name = next(iter(hyperparameters))
+        place = MLP_SETTINGS.get(name)
+        hint = (f"write it as {place}: {hyperparameters[name]!r}" if place else
+                "neural_network is set by " + ", ".join(MLP_SETTINGS.values())
+                + "; a model of your own (model.type: package.module:factory) takes model.hyperparameters")
+        raise SpecError("neural_network takes no model.hyperparameters", file=file,
+                        key=f"model.hyperparameters.{name}", value=_short(hyperparameters[name]),
+                        allowed="none (model.hyperparameters: {})", hint=hint)
+    if spec.model.type in SKLEARN_MODELS:
+        from hpc_train.models.sklearn_models import check_sklearn_hyperparameters
+
+        try:
+            check_sklearn_hyperparameters(spec.model.type, hyperparameters, spec.training.seed)
+        except SpecError as exc:
+            raise exc.with_file(file) from None
+
+
 def _check_consistency(spec: JobSpec, file: str) -> None:
+    _check_hyperparameters(spec, file)
     if spec.distributed.backend == "nccl" and spec.resources.gpus_per_node == 0:
         raise SpecError("the nccl backend needs GPUs", file=file, key="distributed.backend", value="nccl",
                         allowed=["auto", "gloo", "mpi"], hint="set resources.gpus_per_node >= 1 or use gloo on CPU")
@@ -165,8 +192,9 @@ def _check_consistency(spec: JobSpec, file: str) -> None:
                         value=spec.preemption.grace_seconds,
                         hint="lower preemption.grace_seconds or raise resources.time")
     if not spec.model.is_torch and spec.world_size > 1:
-        raise SpecError("scikit-learn models train in one process", file=file, key="resources.tasks_per_node",
-                        value=spec.resources.tasks_per_node,
+        key = "nodes" if spec.resources.nodes > 1 else "tasks_per_node"
+        raise SpecError("scikit-learn models train in one process", file=file, key=f"resources.{key}",
+                        value=getattr(spec.resources, key),
                         hint="use nodes: 1 and tasks_per_node: 1, or a torch model (neural_network) for several ranks")
 
 

@@ -120,6 +120,7 @@ class TrainingSpec(Section):
     learning_rate: float = Field(1e-3, gt=0.0)
     optimizer: Literal["adam", "sgd"] = "adam"
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
     accumulation_steps: int = Field(1, ge=1)
     mixed_precision: bool = False
     gradient_checkpointing: bool = False

@@ -20,3 +20,10 @@ def tiny(n_features: int, n_classes: int, width: int = 8) -> Any:
     import torch
 
     return torch.nn.Sequential(torch.nn.Linear(n_features, width), torch.nn.ReLU(), torch.nn.Linear(width, n_classes))
+
+
+def tiny_mlp(n_features: int, n_classes: int, width: int = 8, depth: int = 1) -> Any:
+    """A user's own model factory with two arguments of its own (model.hyperparameters)."""
+    from hpc_train.models.mlp import MLP
+
+    return MLP(n_features, [width] * depth, n_classes)

@@ -70,6 +70,45 @@ def test_bad_config_names_the_key_as_written(config: dict, resources: dict | Non
     assert isinstance(error.value, UserError) and error.value.exit_code == 2
 
 
+@pytest.mark.parametrize(("config", "resources", "key"), [
+    ({"model": "neural_network", "epochs": 3, "params": {"epochs": 5}}, None, "params.epochs"),
+    ({"model": "neural_network", "batch_size": 8, "params": {"batch_size": 16}}, None, "params.batch_size"),
+    ({"model": "svm", "data_path": "a.csv", "data": {"train_path": "b.csv"}}, None, "data.train_path"),
+    ({"model": "svm", "resources": {"cpu": 2}}, {"cpus_per_task": 4}, "resources.cpus_per_task"),
+    ({"model": {"type": "svm"}, "resources": {"memory": "1G"}}, {"mem": "2G"}, "resources.mem"),
+    ({"model": {"type": "svm"}, "name": "other"}, None, "name"),
+    ({"model": "neural_network", "params": {"hidden_sizes": [8]}, "hidden_sizes": [16]}, None, "params.hidden_sizes"),
+])
+def test_a_value_given_twice_is_refused_not_overwritten(config: dict, resources: dict | None, key: str) -> None:
+    with pytest.raises(SpecError) as error:
+        spec_from_config("job", config, resources=resources)
+    assert error.value.key == key, str(error.value)
+    assert "twice" in str(error.value)
+
+
+def test_a_factorys_shape_arguments_go_to_the_factory() -> None:
+    spec = spec_from_config("f", {"model": "mypackage.models:wide", "params": {"hidden_sizes": [8], "width": 3,
+                                                                              "learning_rate": 0.1}})
+    assert spec.model.hyperparameters == {"hidden_sizes": [8], "width": 3}
+    assert spec.training.learning_rate == 0.1 and spec.model.hidden_sizes == [128, 64]
+
+
+def test_values_that_cannot_apply_warn_once_through_the_api(tmp_path: Path) -> None:
+    from hpc_train.spec.applicability import IgnoredSettingWarning, spec_warnings
+
+    spec = spec_from_config("rf", {"model": "random_forest", "epochs": 3, "batch_size": 8},
+                            checkpoint={"interval": 10, "auto_resume": True})
+    assert [w.key for w in spec_warnings(spec, skip=("checkpoint",))] == ["data.batch_size", "training.epochs"]
+    orch = TrainingOrchestrator(executor="local", home=tmp_path / "home", output_dir=str(tmp_path / "runs"))
+    with pytest.warns(IgnoredSettingWarning) as caught:
+        job = orch.submit_training_job("lr", {"model": "logistic_regression", "data_path": "sklearn:iris",
+                                              "epochs": 3}, resume_from_checkpoint=True)
+    messages = [str(w.message) for w in caught if issubclass(w.category, IgnoredSettingWarning)]
+    assert len(messages) == 2, messages  # training.epochs, and resume_from_checkpoint; not checkpoint.interval
+    assert any("training.epochs" in m for m in messages) and any("resume_from_checkpoint" in m for m in messages)
+    assert orch.wait_for_completion(job.id, timeout=240)["status"] == "completed"
+
+
 def test_checkpoint_folder_is_per_job_unless_resuming(tmp_path: Path) -> None:
     fresh = checkpoint_section(tmp_path, 10, True, name="clf", job_id="abc", resume=False)
     resumed = checkpoint_section(tmp_path, 10, False, name="clf", job_id="abc", resume=True)

@@ -252,3 +252,45 @@ def test_train_loader_must_be_a_map_style_dataloader() -> None:
 
     with pytest.raises(UserError, match="iterable dataset"):
         trainer().train(model(), DataLoader(Stream(), batch_size=4), 1)
+
+
+def _digest_after(epochs: int = 2, **kwargs: Any) -> str:
+    t = trainer(learning_rate=0.05, **kwargs)
+    t.train(model(), DataLoader(data(), batch_size=32), epochs=epochs)
+    return t.param_digest()
+
+
+def test_momentum_and_weight_decay_reach_the_optimizer() -> None:
+    plain = _digest_after(optimizer="sgd")
+    assert _digest_after(optimizer="sgd", momentum=0.9) == plain  # 0.9 is sgd's default
+    assert _digest_after(optimizer="sgd", momentum=0.5) != plain
+    assert _digest_after(optimizer="sgd", weight_decay=0.1) != plain
+    assert _digest_after(optimizer="adam", weight_decay=0.1) != _digest_after(optimizer="adam")
+
+
+@pytest.mark.parametrize(("kwargs", "fragment"), [
+    ({"optimizer": "adam", "momentum": 0.5}, "momentum is a setting of the 'sgd' optimizer"),
+    ({"optimizer": lambda params, lr: torch.optim.SGD(params, lr=lr), "weight_decay": 0.1}, "builds its own"),
+    ({"optimizer": lambda params, lr: torch.optim.SGD(params, lr=lr), "momentum": 0.5}, "builds its own"),
+    ({"optimizer": "sgd", "momentum": 1.0}, "momentum must be in [0, 1)"),
+    ({"weight_decay": -0.1}, "weight_decay must be non-negative"),
+])
+def test_optimizer_settings_nothing_would_use_are_refused(kwargs: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(UserError) as error:
+        trainer(**kwargs)
+    assert fragment in str(error.value)
+
+
+def test_resume_false_writes_checkpoints_but_starts_afresh(tmp_path: Path) -> None:
+    store = HDF5CheckpointStore(tmp_path / "ckpt", keep_last=2)
+    first = trainer(learning_rate=0.05, checkpoint_store=store)
+    first.train(model(), DataLoader(data(), batch_size=32), epochs=2, checkpoint_interval=1)
+    steps = store.steps()
+    assert steps and first.resumed_from is None
+    again = trainer(learning_rate=0.05, checkpoint_store=store, resume=False)
+    history = again.train(model(), DataLoader(data(), batch_size=32), epochs=2, checkpoint_interval=1)
+    assert again.resumed_from is None and [r["epoch"] for r in history] == [1, 2]
+    assert again.param_digest() == first.param_digest()  # trained the same two epochs again, from scratch
+    resumed = trainer(learning_rate=0.05, checkpoint_store=store)
+    assert resumed.train(model(), DataLoader(data(), batch_size=32), epochs=2) is not None
+    assert resumed.resumed_from == steps[-1]

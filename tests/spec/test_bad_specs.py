@@ -83,7 +83,7 @@ BAD_SPECS = [
         "distributed.strategy", "use strategy: ddp"),
     bad("sklearn-several-ranks", HEAD + "resources: {tasks_per_node: 2}\n", "resources.tasks_per_node",
         "one process", "neural_network"),
-    bad("sklearn-several-nodes", HEAD + "resources: {nodes: 3}\n", "resources.tasks_per_node", "one process"),
+    bad("sklearn-several-nodes", HEAD + "resources: {nodes: 3}\n", "resources.nodes", "one process", "got 3"),
     bad("partition-with-spaces", HEAD + "resources: {partition: 'my partition'}\n", "resources.partition",
         "letters, digits and _ . + -"),
     bad("account-substitution", HEAD + "resources: {account: '$(whoami)'}\n", "resources.account",

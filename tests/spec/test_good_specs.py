@@ -94,7 +94,7 @@ def test_set_flow_values_and_later_wins() -> None:
 
 
 def test_set_creates_nested_mappings() -> None:
-    spec = parse_spec("name: t\nmodel: {type: neural_network}\n",
+    spec = parse_spec("name: t\nmodel: {type: 'mypackage.models:wide_mlp'}\n",
                       overrides=["training.early_stopping.patience=3", "resources.env.FOO=bar baz",
                                  "model.hyperparameters.width=64"])
     assert spec.training.early_stopping is not None
