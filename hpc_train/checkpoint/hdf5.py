@@ -23,6 +23,7 @@ from hpc_train.checkpoint.hdf5_file import (
     check_complete,
     is_complete,
     read_checkpoint_file,
+    read_meta,
     write_checkpoint_file,
 )
 from hpc_train.checkpoint.store import Checkpoint, CheckpointError, CheckpointStore
@@ -31,8 +32,16 @@ from hpc_train.processes import pid_alive
 _HOST = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname()) or "host"
 
 
+# The meta key naming the run a checkpoint belongs to (hpc_train.checkpoint.identity).
+RUN_KEY = "run_identity"
+
+
 class HDF5CheckpointStore(CheckpointStore):
-    """Checkpoints of one run in `directory`, each an HDF5 file; keeps the newest `keep_last`."""
+    """Checkpoints of one run in `directory`, each an HDF5 file; keeps the newest `keep_last`.
+
+    With `run_identity`, pruning touches only that run's files (and files that name no run), so runs
+    that share a folder never delete each other's checkpoints.
+    """
 
     def __init__(
         self,
@@ -43,6 +52,7 @@ class HDF5CheckpointStore(CheckpointStore):
         sharded: bool = False,
         alignment: int = 4096,
         prefix: str = "ckpt",
+        run_identity: str | None = None,
     ) -> None:
         if keep_last is not None and keep_last < 1:
             raise CheckpointError(f"keep_last must be at least 1 or None (keep all), got {keep_last}")
@@ -54,6 +64,7 @@ class HDF5CheckpointStore(CheckpointStore):
         self.sharded = sharded
         self.alignment = alignment
         self.prefix = prefix
+        self.run_identity = run_identity
         suffix = rf"\.rank{rank}\.h5" if sharded else r"\.h5"
         self._name_re = re.compile(rf"{re.escape(prefix)}-(\d{{9,}}){suffix}")
         self._pointer = self.directory / (f"latest.rank{rank}" if sharded else "latest")
@@ -83,7 +94,7 @@ class HDF5CheckpointStore(CheckpointStore):
             raise
         self._write_pointer(final)
         if self.keep_last is not None:
-            self.prune(self.keep_last)
+            self.prune(self.keep_last, protect=final)
         return final
 
     def load(self, path: Path | None = None) -> Checkpoint | None:
@@ -115,11 +126,25 @@ class HDF5CheckpointStore(CheckpointStore):
         """Steps of all complete checkpoints, oldest first."""
         return [step for p in self.list() if (step := self._step_of(p)) is not None]
 
-    def prune(self, keep_last: int) -> builtins.list[Path]:
-        """Remove all but the newest `keep_last` checkpoint files; return the removed paths."""
+    def prune(self, keep_last: int, *, protect: Path | None = None) -> builtins.list[Path]:
+        """Remove this run's complete checkpoints but the newest `keep_last`; return the removed paths.
+
+        Only complete files count, so an unreadable newer file never costs the newest good one;
+        unreadable files themselves are left for a person to look at (loading skips them). Files of
+        another run (another `run_identity` in their meta) are never touched.
+        """
         if keep_last < 1:
             raise CheckpointError(f"keep_last must be at least 1, got {keep_last}")
-        removed = self._scan()[:-keep_last]
+        ours = []
+        for path in self._scan():
+            try:
+                meta = read_meta(path)
+            except CheckpointError:
+                continue
+            owner = meta.get(RUN_KEY)
+            if self.run_identity is None or owner is None or owner == self.run_identity:
+                ours.append(path)
+        removed = [p for p in ours[:-keep_last] if p != protect]  # never the file just written
         for p in removed:
             p.unlink(missing_ok=True)
         if removed:

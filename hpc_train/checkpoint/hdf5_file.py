@@ -107,6 +107,17 @@ def check_complete(path: Path) -> None:
         _check_header(path, f)
 
 
+def read_meta(path: Path) -> dict[str, Any]:
+    """The meta of a complete checkpoint without reading its data (CheckpointError if it is not one)."""
+    with _open(path) as f:
+        _check_header(path, f)
+        try:
+            meta = json.loads(str(f.attrs["meta"]))
+        except (KeyError, ValueError) as e:
+            raise CorruptCheckpointError(f"{path}: unreadable meta ({e})") from e
+    return dict(meta) if isinstance(meta, dict) else {}
+
+
 def is_complete(path: Path) -> bool:
     """Whether `path` opens as a checkpoint carrying its completeness marker."""
     try:

@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from hpc_train.checkpoint import HDF5CheckpointStore
+from hpc_train.checkpoint.identity import run_identity
 from hpc_train.data import Dataset
 from hpc_train.errors import SpecError
 from hpc_train.metrics import classification_metrics
@@ -67,8 +68,9 @@ def train_torch(spec: JobSpec, data: Dataset, run_dir: RunDirectory, env: Cluste
     train_loader = DataLoader(train_set, batch_size=spec.data.batch_size, shuffle=True)
     val_loader = DataLoader(val_set, batch_size=max(256, spec.data.batch_size))
     # Checkpoints are always written; auto_resume decides whether a (re)started job starts from them.
+    identity = run_identity(spec)
     store = HDF5CheckpointStore(checkpoint_dir(spec, run_dir), keep_last=spec.checkpoint.keep_last,
-                                rank=env.global_rank, sharded=strategy == "model_parallel")
+                                rank=env.global_rank, sharded=strategy == "model_parallel", run_identity=identity.hash)
     epochs = spec.training.epochs
     progress = _ProgressWriter(run_dir, epochs, is_main=env.global_rank == 0,
                                tensorboard=spec.training.tensorboard, on_epoch=on_epoch)
@@ -83,6 +85,7 @@ def train_torch(spec: JobSpec, data: Dataset, run_dir: RunDirectory, env: Cluste
         learning_rate=spec.training.learning_rate, optimizer=spec.training.optimizer, seed=spec.training.seed,
         early_stopping=early, checkpoint_store=store, should_stop=guard, on_epoch_end=progress.epoch_done,
         environment=env, weight_decay=spec.training.weight_decay, resume=spec.checkpoint.auto_resume,
+        run_identity=identity,
         momentum=spec.training.momentum if spec.training.optimizer == "sgd" else None)
     try:
         history = trainer.train(model, train_loader, epochs, checkpoint_interval=spec.checkpoint.interval,

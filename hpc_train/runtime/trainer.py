@@ -15,6 +15,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from hpc_train.checkpoint import Checkpoint, CheckpointError, CheckpointStore, HDF5CheckpointStore
+from hpc_train.checkpoint.hdf5 import RUN_KEY
+from hpc_train.checkpoint.identity import RunIdentity
 from hpc_train.errors import UserError
 from hpc_train.runtime.activation_checkpointing import enable_gradient_checkpointing
 from hpc_train.runtime.comm import (
@@ -125,6 +127,7 @@ class DistributedTrainer:
         momentum: float | None = None,
         weight_decay: float = 0.0,
         resume: bool = True,
+        run_identity: RunIdentity | None = None,
     ) -> None:
         _choice("backend", backend, BACKENDS)
         _choice("strategy", strategy, tuple(STRATEGIES))
@@ -142,6 +145,7 @@ class DistributedTrainer:
         self.momentum = DEFAULT_MOMENTUM if momentum is None else float(momentum)
         self.weight_decay = float(weight_decay)
         self.resume = bool(resume)
+        self.run_identity = run_identity
         self.backend, self.strategy, self.compression = backend, strategy, compression
         self.accumulation_steps = int(accumulation_steps)
         self.mixed_precision, self.gradient_checkpointing = bool(mixed_precision), bool(gradient_checkpointing)
@@ -326,27 +330,30 @@ class DistributedTrainer:
         return loop
 
     def _load_checkpoint(self) -> Checkpoint | None:
-        """The newest checkpoint every rank can load (for a sharded store: whose shards all ranks have)."""
+        """The newest checkpoint every rank can load, agreed by all ranks (sharded: whose shards all have).
+
+        A rank killed while saving leaves the others one checkpoint ahead, and a rank that cannot read a
+        file (a damaged copy, a lagging network filesystem) would otherwise resume elsewhere and hang
+        the others in a collective: every rank offers its steps, and all take the newest they share.
+        """
         store = self.checkpoint_store
         if store is None or not self.resume:
             return None
-        if not store.sharded:
-            return store.load()
-        # A rank killed while saving leaves the others one checkpoint ahead: take the newest step
-        # whose shards all ranks have and can read, and agree on it.
         per_rank = self.comm.all_gather_object(store.steps())
         common = set.intersection(*(set(steps) for steps in per_rank))
         for step in sorted(common, reverse=True):
             try:
                 checkpoint: Checkpoint | None = store.load(store.path_for(step))
             except CheckpointError as e:
-                log.warning("rank %d: checkpoint shard unreadable, trying an older step: %s", self.rank, e)
+                log.warning("rank %d: checkpoint unreadable, trying an older step: %s", self.rank, e)
                 checkpoint = None
             if not self.comm.any_true(checkpoint is None):
                 assert checkpoint is not None
-                self._check_sharded_world(str(checkpoint.path), checkpoint.meta)
+                self._check_identity(checkpoint)
+                if store.sharded:
+                    self._check_sharded_world(str(checkpoint.path), checkpoint.meta)
                 return checkpoint
-        if per_rank[0]:
+        if store.sharded and per_rank[0]:
             # Nothing common, yet rank 0 has shards: the first save was torn (start afresh), unless
             # they came from a smaller world, whose missing ranks explain the gap (refuse).
             newest: tuple[str, dict[str, Any]] | None = None
@@ -360,6 +367,19 @@ class DistributedTrainer:
             if newest is not None:
                 self._check_sharded_world(*newest)
         return None
+
+    def _check_identity(self, checkpoint: Checkpoint) -> None:
+        """Refuse another run's checkpoint (every rank reads the same meta, so every rank refuses)."""
+        theirs = checkpoint.meta.get(RUN_KEY)
+        if self.run_identity is None or theirs is None or theirs == self.run_identity.hash:
+            return
+        differences = self.run_identity.differences(checkpoint.meta.get("run_fields") or {})
+        raise UserError(
+            f"{checkpoint.path.parent}: its newest checkpoint ({checkpoint.path.name}) belongs to another run "
+            f"(run {theirs}; this one is run {self.run_identity.hash}); it differs in\n  "
+            + "\n  ".join(differences or ["fields this version of hpc-train does not record"])
+            + "\nHINT: give this run a checkpoint.dir of its own (or none: the run directory's), or set "
+              "checkpoint.auto_resume: false to start afresh there without touching the other run's files")
 
     def _check_sharded_world(self, path: str, meta: Mapping[str, Any]) -> None:
         saved = meta.get("world_size")
@@ -431,13 +451,17 @@ class DistributedTrainer:
         self.comm.barrier()
 
     def _meta(self) -> dict[str, Any]:
-        return {"strategy": self.strategy, "backend": self.backend, "world_size": self.world_size,
+        meta = {"strategy": self.strategy, "backend": self.backend, "world_size": self.world_size,
                 "num_threads": torch.get_num_threads(), "seed": self.seed,
                 "accumulation_steps": self.accumulation_steps, "environment": self.env.name}
+        if self.run_identity is not None:
+            meta.update({RUN_KEY: self.run_identity.hash, "run_fields": self.run_identity.fields})
+        return meta
 
     def _store_at(self, place: CheckpointPlace) -> CheckpointStore:
         return HDF5CheckpointStore(place.directory, keep_last=place.keep_last, rank=self.rank,
-                                   sharded=self.strategy in SHARDED_STRATEGIES)
+                                   sharded=self.strategy in SHARDED_STRATEGIES,
+                                   run_identity=self.run_identity.hash if self.run_identity else None)
 
     def _job_store(self, checkpoint_interval: int, unit: str) -> CheckpointStore:
         """The job's checkpoint folder as a store; refused outside a job, where nothing says where to write."""
