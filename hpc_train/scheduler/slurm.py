@@ -7,6 +7,7 @@ by overriding its `_submit_command` hook), so failures quote SLURM's message plu
 from __future__ import annotations
 
 import functools
+import getpass
 import math
 import os
 import shutil
@@ -25,7 +26,7 @@ from hpc_train.render import RenderContext, container_launcher, render_sbatch, r
 from hpc_train.scheduler.base import Scheduler, SubmissionPlan
 from hpc_train.scheduler.sacct import query_states
 from hpc_train.spec import JobSpec
-from hpc_train.status import JobStatus
+from hpc_train.status import JobStatus, from_slurm
 
 _UNREACHABLE = ("Unable to contact slurm controller", "Connection refused", "Zero Bytes were transmitted",
                 "Socket timed out", "slurm_load_partitions", "Invalid user for SlurmUser")
@@ -293,17 +294,47 @@ class SbatchScheduler(SlurmScheduler):
         return [self.submit(plan) for plan in plans]
 
 
+# A run that ended so may not be the job's end: SLURM requeues a --requeue job after a node failure, a
+# preemption or a failed boot and runs it again under the same id.
+_MAY_RUN_AGAIN = (JobStatus.FAILED, JobStatus.PREEMPTED)
+
+
 def slurm_statuses(records: Sequence[JobRecord]) -> dict[str, JobStatus]:
-    """Status of many SLURM jobs from ONE sacct call; jobs not yet in accounting count as pending."""
+    """Status of many SLURM jobs from ONE sacct call; jobs not yet in accounting count as pending.
+
+    sacct reports the last run; when that run ended in failure, slurmctld (one squeue call, asked only
+    then) says whether the job will run again, so a requeued job is never shown as ended.
+    """
     by_sched = {r.scheduler_id: r for r in records if r.scheduler_id}
     states = query_states(by_sched)
     result = {record.id: states.get(sched_id, JobStatus.PENDING) for sched_id, record in by_sched.items()}
+    ended_badly = [sched_id for sched_id, record in by_sched.items() if result[record.id] in _MAY_RUN_AGAIN]
+    if ended_badly:
+        held = queue_states()
+        for sched_id in ended_badly:
+            if sched_id in held:  # waiting again after its run ended: requeued
+                result[by_sched[sched_id].id] = JobStatus.REQUEUED if held[sched_id] == JobStatus.PENDING \
+                    else held[sched_id]
     for record in by_sched.values():
         # A job that checkpointed on preemption but was not requeued (max_requeues) exits non-zero on
         # purpose; its own status.json says what happened.
         if result[record.id] == JobStatus.FAILED and _own_status(record) == JobStatus.PREEMPTED.value:
             result[record.id] = JobStatus.PREEMPTED
     return result
+
+
+def queue_states() -> dict[str, JobStatus]:
+    """The jobs of this user that slurmctld holds and has not ended (pending, running, requeued), by id
+    ('123', '123_4'); ended jobs it still lists for a while are left out."""
+    user = os.environ.get("USER") or getpass.getuser()
+    out = run_slurm(["squeue", "-h", "-r", "-u", user, "-o", "%i|%T"], timeout=30).stdout
+    states: dict[str, JobStatus] = {}
+    for line in out.splitlines():
+        job_id, _, state = line.partition("|")
+        status = from_slurm(state)
+        if not status.is_terminal and status != JobStatus.UNKNOWN:
+            states[job_id.strip()] = status
+    return states
 
 
 def _own_status(record: JobRecord) -> str | None:

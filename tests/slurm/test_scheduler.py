@@ -380,3 +380,19 @@ def test_two_node_job_runs_on_both_nodes(slurm_cluster: SlurmCluster, tmp_path: 
     finally:
         slurm_command("scancel", job.job_id)
     assert sorted(job.results()) == ["n1", "n2"]
+
+
+def test_queue_states_lists_held_and_running_jobs_and_forgets_ended_ones(slurm_cluster: SlurmCluster,
+                                                                         tmp_path: Path) -> None:
+    """What slurm_statuses asks slurmctld when sacct says a run ended in failure (the real squeue)."""
+    held = slurm_command("sbatch", "--parsable", "--hold", "-o", "/dev/null", "--wrap", "sleep 1",
+                         cwd=tmp_path).strip().split(";")[0]
+    done = slurm_command("sbatch", "--parsable", "-o", "/dev/null", "--wrap", "true", cwd=tmp_path).strip().split(";")[0]
+    try:
+        wait_until(lambda: sacct_state(done) == "COMPLETED", 120, lambda: f"job {done} to complete")
+        states = slurm.queue_states()
+        assert states.get(held) == JobStatus.PENDING, states
+        assert done not in states, states  # ended: whatever squeue still shows of it, it is not held
+    finally:
+        slurm_command("scancel", held)
+    wait_until(lambda: held not in slurm.queue_states(), 60, f"job {held} to leave the queue")
