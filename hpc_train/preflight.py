@@ -8,9 +8,12 @@ lives in the image). The runtime checks the same things again when the job start
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import inspect
-from collections.abc import Callable
+import os
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,12 +104,27 @@ def _check_sklearn_hyperparameters(spec: JobSpec, base_dir: Path) -> None:
     build_sklearn(spec.model.type, spec.model.hyperparameters, spec.training.seed)  # the estimator's own checks
 
 
+@contextlib.contextmanager
+def _job_import_path(spec: JobSpec, base_dir: Path) -> Iterator[None]:
+    """sys.path as the job will have it: the spec's resources.env.PYTHONPATH comes first (relative
+    entries from the spec's folder), so a module the job imports from there is found here too."""
+    extra = [str((base_dir / entry).resolve()) for entry in spec.resources.env.get("PYTHONPATH", "").split(os.pathsep)
+             if entry]
+    saved = list(sys.path)
+    sys.path[:0] = extra
+    try:
+        yield
+    finally:
+        sys.path[:] = saved
+
+
 def _check_factory(spec: JobSpec, base_dir: Path) -> None:
     if ":" not in spec.model.type or spec.container is not None:
         return
     from hpc_train.models.factory import import_factory
 
-    factory = import_factory(spec.model.type)
+    with _job_import_path(spec, base_dir):
+        factory = import_factory(spec.model.type)
     if not callable(factory):
         raise SpecError("the model factory is not callable", key="model.type", value=spec.model.type,
                         hint="name a function (or class) that builds the torch model")

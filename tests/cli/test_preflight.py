@@ -164,6 +164,22 @@ def test_good_data_and_factory_pass(tmp_path: Path, home: Path) -> None:
     assert main(["validate", "-q", str(spec)]) == 0
 
 
+def test_a_factory_on_the_jobs_own_pythonpath_is_found(tmp_path: Path, home: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """resources.env.PYTHONPATH is the job's import path: the check imports from there too (relative
+    entries from the spec's folder), and the folder is gone from sys.path afterwards."""
+    models = tmp_path / "mymodels"
+    models.mkdir()
+    (models / "zoo_for_preflight.py").write_text("def build(n_features, n_classes, width=4):\n    return None\n")
+    spec = tmp_path / "job.yaml"
+    spec.write_text("name: t\nmodel: {type: 'zoo_for_preflight:build'}\n")
+    assert main(["validate", "-q", str(spec)]) == 2
+    assert "cannot import zoo_for_preflight" in capsys.readouterr().err
+    spec.write_text("name: t\nmodel: {type: 'zoo_for_preflight:build'}\nresources: {env: {PYTHONPATH: mymodels}}\n")
+    assert main(["validate", "-q", str(spec)]) == 0
+    assert str(models) not in sys.path
+
+
 def test_a_factory_inside_a_container_image_is_not_imported_here(tmp_path: Path, home: Path) -> None:
     spec = tmp_path / "job.yaml"
     spec.write_text("name: t\nmodel: {type: 'inimage.models:build'}\ncontainer: {image: train.sif}\n")

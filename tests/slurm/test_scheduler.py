@@ -221,8 +221,13 @@ def test_array_larger_than_max_array_size_is_split(slurm_cluster: SlurmCluster, 
 @pytest.mark.timeout(150)
 def test_afterok_dependent_of_failed_job_is_cancelled(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
     home, out = tmp_path / "home", tmp_path / "runs"
-    # valid as a spec, refused by scikit-learn when the job builds the model: fails at run time
-    first = submit(home, out, "--executor", "slurm", overrides=[*TINY, "model.hyperparameters.max_depth=-5"])
+    # A CSV whose header and first rows pass the submit-time checks, with a bad value further down: the
+    # job fails when it reads the whole file.
+    rows = [f"{i % 7}.5,{i % 3}.25,{i % 2}" for i in range(40)]
+    rows[30] = "oops,1.0,1"
+    csv = tmp_path / "broken.csv"
+    csv.write_text("f1,f2,label\n" + "\n".join(rows) + "\n")
+    first = submit(home, out, "--executor", "slurm", overrides=[*TINY, f"data.train_path={csv}"])
     first_sched = status_json(home, first)["scheduler_id"]
     # Named by its hpc-train id (a prefix of it, even): submit turns it into the SLURM id.
     second = submit(home, out, "--executor", "slurm", "--dependency", f"afterok:{first[:6]}")
@@ -235,8 +240,8 @@ def test_afterok_dependent_of_failed_job_is_cancelled(slurm_cluster: SlurmCluste
 
     failed = status_json(home, first)
     assert failed["status"] == "failed" and sacct_state(first_sched) == "FAILED"
-    assert "max_depth" in failed["error"]
-    assert failed["traceback"] and "SpecError" in failed["traceback"][-1]
+    assert "'f1'" in failed["error"] and "oops" in failed["error"], failed["error"]
+    assert failed["traceback"] and "Error" in failed["traceback"][-1]
     text = hpc_train(home, "status", first).stdout
     assert "failed" in text and failed["traceback"][-1] in text
 
