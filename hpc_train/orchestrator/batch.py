@@ -15,8 +15,28 @@ from hpc_train.jobs import get_scheduler, prepare_job, refresh
 from hpc_train.metrics import METRIC_DIRECTIONS
 from hpc_train.registry import JobRecord, JobRegistry
 from hpc_train.rundir import RunDirectory
+from hpc_train.scheduler.base import PartialSubmission
 from hpc_train.spec import JobSpec
 from hpc_train.status import JobStatus
+
+
+class BatchPartlySubmitted(UserError):
+    """A batch whose submission failed part-way. The jobs the scheduler accepted are registered under the
+    batch and run on (cancelling them would throw away work the user asked for; `hpc-train cancel BATCH`
+    does it in one command); the others are registered as failed, "not submitted", with the reason."""
+
+    def __init__(self, parent: JobRecord, children: Sequence[JobRecord], scheduler_ids: dict[int, str],
+                 cause: BaseException) -> None:
+        self.parent, self.children, self.cause = parent, list(children), cause
+        accepted = [f"{c.name} ({c.id}, {c.executor} {c.scheduler_id})" for n, c in enumerate(children)
+                    if n in scheduler_ids]
+        failed = [f"{c.name} ({c.id})" for n, c in enumerate(children) if n not in scheduler_ids]
+        super().__init__(
+            f"batch {parent.name} ({parent.id}) was submitted only in part: {len(accepted)} of {len(children)} jobs "
+            f"accepted: {', '.join(accepted)}; not submitted: {', '.join(failed)}, because: {cause}\n"
+            f"HINT: the accepted jobs run on (`hpc-train status {parent.id}`); fix the cause and submit the "
+            f"failed ones again, or stop the batch with `hpc-train cancel {parent.id}`")
+
 
 MODES = {"max": "max", "maximize": "max", "min": "min", "minimize": "min"}
 
@@ -36,23 +56,38 @@ def submit_batch(specs: Sequence[JobSpec], *, name: str, executor: str, registry
     for n, spec in enumerate(specs):
         groups.setdefault(json.dumps(spec.resources.model_dump(mode="json"), sort_keys=True), []).append(n)
     scheduler_ids: dict[int, str] = {}
+    failure: BaseException | None = None
     try:
         for members in groups.values():
-            ids = scheduler.submit_array([plans[n] for n in members], parallel=parallel)
+            try:
+                ids = scheduler.submit_array([plans[n] for n in members], parallel=parallel)
+            except PartialSubmission as partial:
+                scheduler_ids.update(zip(members, partial.ids))
+                raise partial.cause from partial
             scheduler_ids.update(zip(members, ids))
-    except BaseException:
+    except BaseException as exc:
         if not scheduler_ids:
             shutil.rmtree(batch_dir, ignore_errors=True)  # nothing was submitted: leave no trace
-        raise
+            raise
+        failure = exc  # some jobs were accepted: they run, so they are kept and registered
     parent = registry.add(JobRecord(id=batch_id, name=name, kind="batch", executor=scheduler.name,
                                     scheduler_id=None, run_dir=str(batch_dir), status=JobStatus.PENDING,
                                     extra={"size": len(specs)}))
     now = time.time()
-    children = [registry.add(JobRecord(id=p.id, name=p.spec.name, kind="job", executor=scheduler.name,
-                                       scheduler_id=scheduler_ids[n], run_dir=str(p.run_dir.path),
-                                       status=JobStatus.PENDING, parent=batch_id, created=now + n * 1e-3,
-                                       extra={"index": n, "model": p.spec.model.type}))
-                for n, p in enumerate(prepared)]
+    children = []
+    for n, p in enumerate(prepared):
+        extra: dict[str, Any] = {"index": n, "model": p.spec.model.type}
+        if n not in scheduler_ids:  # never submitted: failed, with the reason in its run directory
+            extra["error"] = f"not submitted: {failure}"
+            p.run_dir.write_status(JobStatus.FAILED, error=extra["error"])
+        children.append(registry.add(JobRecord(
+            id=p.id, name=p.spec.name, kind="job", executor=scheduler.name, scheduler_id=scheduler_ids.get(n),
+            run_dir=str(p.run_dir.path), status=JobStatus.PENDING if n in scheduler_ids else JobStatus.FAILED,
+            parent=batch_id, created=now + n * 1e-3, extra=extra)))
+    if failure is not None:
+        if not isinstance(failure, Exception):
+            raise failure  # Ctrl-C and the like: registered, now stop as asked
+        raise BatchPartlySubmitted(parent, children, scheduler_ids, failure) from failure
     return parent, children
 
 

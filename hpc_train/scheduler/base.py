@@ -14,6 +14,16 @@ from hpc_train.spec import JobSpec
 from hpc_train.status import JobStatus
 
 
+class PartialSubmission(Exception):
+    """A many-job submission that stopped part-way: `ids` are the jobs the scheduler accepted (the first
+    len(ids) plans, in order), `cause` is why the next one was not."""
+
+    def __init__(self, ids: Sequence[str], cause: BaseException) -> None:
+        super().__init__(f"{len(ids)} accepted, then: {cause}")
+        self.ids = list(ids)
+        self.cause = cause
+
+
 @dataclass
 class SubmissionPlan:
     """Exactly what would be submitted; printing it is `submit --dry-run`."""
@@ -62,8 +72,17 @@ class Scheduler(ABC):
         """Submit one job; returns the scheduler's id for it."""
 
     def submit_array(self, plans: Sequence[SubmissionPlan], parallel: int | None = None) -> list[str]:
-        """Submit many similar jobs; backends with arrays override this."""
-        return [self.submit(plan) for plan in plans]
+        """Submit many similar jobs; backends with arrays override this. A failure after some jobs were
+        accepted raises PartialSubmission with their ids."""
+        ids: list[str] = []
+        try:
+            for plan in plans:
+                ids.append(self.submit(plan))
+        except BaseException as exc:
+            if ids:
+                raise PartialSubmission(ids, exc) from exc
+            raise
+        return ids
 
     @abstractmethod
     def statuses(self, records: Sequence[JobRecord]) -> dict[str, JobStatus]:

@@ -23,7 +23,7 @@ from hpc_train.commands import CommandResult, run_command
 from hpc_train.errors import CommandError, SchedulerUnavailable
 from hpc_train.registry import JobRecord
 from hpc_train.render import RenderContext, container_launcher, render_sbatch, render_setup
-from hpc_train.scheduler.base import Scheduler, SubmissionPlan
+from hpc_train.scheduler.base import PartialSubmission, Scheduler, SubmissionPlan
 from hpc_train.scheduler.sacct import query_states
 from hpc_train.spec import JobSpec
 from hpc_train.status import JobStatus, from_slurm
@@ -243,18 +243,20 @@ class SlurmScheduler(Scheduler):
         setup = [line for line in plans[0].parameters.get("setup", [])
                  if not line.startswith(f"export {_RUN_DIR_VAR}=")]
         ids: list[str] = []
-        for start in range(0, len(plans), chunk):
-            part = plans[start:start + chunk]
-            executor = self._executor(part[0], folder, setup=setup, array_parallelism=parallel or len(part))
-            with executor.batch():
-                jobs = [executor.submit(array_task_entry, p.context.spec_path, p.context.run_dir)
-                        for p in part]
-            ids += [str(job.job_id) for job in jobs]
-        for plan in plans:
-            link = plan.run_dir / "submitit"
-            if not link.exists() and not link.is_symlink():
-                plan.run_dir.mkdir(parents=True, exist_ok=True)
-                link.symlink_to(folder, target_is_directory=True)
+        try:
+            for start in range(0, len(plans), chunk):
+                part = plans[start:start + chunk]
+                executor = self._executor(part[0], folder, setup=setup, array_parallelism=parallel or len(part))
+                with executor.batch():
+                    jobs = [executor.submit(array_task_entry, p.context.spec_path, p.context.run_dir)
+                            for p in part]
+                ids += [str(job.job_id) for job in jobs]
+        except BaseException as exc:
+            if ids:  # earlier chunks were accepted: the caller keeps them
+                _link_folder(plans[:len(ids)], folder)
+                raise PartialSubmission(ids, exc) from exc
+            raise
+        _link_folder(plans, folder)
         return ids
 
     def statuses(self, records: Sequence[JobRecord]) -> dict[str, JobStatus]:
@@ -268,6 +270,15 @@ class SlurmScheduler(Scheduler):
         ids = [record.scheduler_id for record in records if record.scheduler_id]
         if ids:
             run_slurm(["scancel", *ids])
+
+
+def _link_folder(plans: Sequence[SubmissionPlan], folder: Path) -> None:
+    """Give each run directory a `submitit` link to the array's shared folder, where its logs are."""
+    for plan in plans:
+        link = plan.run_dir / "submitit"
+        if not link.exists() and not link.is_symlink():
+            plan.run_dir.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(folder, target_is_directory=True)
 
 
 class SbatchScheduler(SlurmScheduler):
@@ -291,7 +302,7 @@ class SbatchScheduler(SlurmScheduler):
 
     def submit_array(self, plans: Sequence[SubmissionPlan], parallel: int | None = None,
                      folder: Path | None = None) -> list[str]:
-        return [self.submit(plan) for plan in plans]
+        return Scheduler.submit_array(self, plans, parallel)  # one sbatch each; PartialSubmission part-way
 
 
 # A run that ended so may not be the job's end: SLURM requeues a --requeue job after a node failure, a

@@ -83,13 +83,8 @@ def test_cli_and_api_give_the_same_status_for_every_kind_and_end(orch: TrainingO
 @pytest.mark.parametrize("by", ["cli", "api"])
 def test_cancel_from_cli_or_api_stops_every_task_and_reads_the_same(by: str, orch: TrainingOrchestrator) -> None:
     batch = orch.submit_batch_training([SLOW, SLOW], name="slow")
-    # Cancel once both train: a local job cancelled in its first instant can outlive the cancel (its
-    # controller may not have started the worker yet), which is the local executor's problem, not this test's.
-    deadline = time.monotonic() + 120
-    while [t["status"] for t in orch.get_job_status(batch.id)["tasks"]] != ["running", "running"]:
-        assert time.monotonic() < deadline, orch.get_job_status(batch.id)
-        time.sleep(0.2)
-    assert len(running_workers(orch, batch.id)) == 2
+    # Cancelled at once, in the jobs' first instant (their controllers may not have started the workers
+    # yet): the cancel must still stop every process and stay "cancelled".
     if by == "cli":
         proc = cli(orch.registry.home, "cancel", batch.id)
         assert proc.returncode == 0 and f"cancelled {batch.id} (2 task(s) stopped)" in proc.stdout, proc.stderr
