@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
 from test_local_preemption import HPC_TRAIN, PREEMPTED_EXIT_CODE, SPEC, env, sets, wait_until
+from torch.utils.data import DataLoader, TensorDataset
 
 from hpc_train.checkpoint import HDF5CheckpointStore
 from hpc_train.models.mlp import MLP
@@ -62,7 +62,7 @@ def test_sigusr1_during_a_background_write_waits_for_it_and_the_rerun_resumes_bi
         wait_until(lambda: (checkpoints / "latest").exists() or proc.poll() is not None, 120, "the first checkpoint")
         time.sleep(0.5)  # some tens of steps on: a background write is (nearly always) running
         proc.send_signal(signal.SIGUSR1)
-        out, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -150,7 +150,8 @@ def test_sigkill_during_background_writes_leaves_a_loadable_latest(tmp_path: Pat
         try:
             assert proc.stdout.readline().strip() == "training"
             before = _pointer(tmp_path)  # wait for this run's first checkpoint: writes follow one another now
-            wait_until(lambda: _pointer(tmp_path) != before or proc.poll() is not None, 60, "a checkpoint")
+            wait_until(lambda before=before, proc=proc: _pointer(tmp_path) != before or proc.poll() is not None,
+                       60, "a checkpoint")
             time.sleep(rng.uniform(0, 0.1))
             proc.send_signal(signal.SIGKILL)
             proc.communicate(timeout=30)
