@@ -154,6 +154,7 @@ class DistributedTrainer:
         self.run_identity = run_identity
         self.async_checkpoints = bool(async_checkpoints)
         self._saver: BackgroundSaver | None = None
+        self._spare: dict[str, Any] | None = None  # the snapshot in (or done with) the background write
         self.backend, self.strategy, self.compression = backend, strategy, compression
         self.accumulation_steps = int(accumulation_steps)
         self.mixed_precision, self.gradient_checkpointing = bool(mixed_precision), bool(gradient_checkpointing)
@@ -474,13 +475,16 @@ class DistributedTrainer:
         if store is None:
             return
         self._finish_background_save(quiet=False)
-        state = loop.state_dict()  # collective; CPU copies, which training may not touch
+        # The last background snapshot is written and read by nobody now: its tensors take the copies.
+        spare, self._spare = self._spare, None
+        state = loop.state_dict(into=spare)  # collective; CPU copies, which training does not touch
         if self.is_main or self.comm.sharded:
             meta = {**self._meta(), "reason": reason, "epoch": loop.progress.epoch, "batch": loop.progress.batch}
             if self.async_checkpoints and reason == "interval":
                 if self._saver is None or self._saver.store is not store:
                     self._saver = BackgroundSaver(store)
                 self._saver.submit(state, step=loop.progress.step, meta=meta)
+                self._spare = state
                 log.info("checkpoint (%s) at step %d: writing in the background", reason, loop.progress.step)
             else:
                 path = store.save(state, step=loop.progress.step, meta=meta)
