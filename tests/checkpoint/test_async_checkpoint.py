@@ -177,3 +177,22 @@ def test_sigkill_during_background_writes_leaves_a_loadable_latest(tmp_path: Pat
         newest = checkpoint.step
     assert killed_mid_write >= KILLS // 4, f"only {killed_mid_write} of {KILLS} kills landed during a write"
     assert newest > 0
+
+
+def test_a_failed_background_write_is_raised_by_the_next_wait_and_moves_nothing(tmp_path: Path) -> None:
+    from hpc_train.checkpoint.background import BackgroundSaver
+
+    store = HDF5CheckpointStore(tmp_path / "ckpt", keep_last=2)
+    saver = BackgroundSaver(store)
+    saver.submit({"w": torch.ones(4)}, step=1)
+    assert saver.wait() == store.path_for(1)
+    (tmp_path / "ckpt" / "ckpt-000000002.h5").mkdir()  # the next file's name is taken by a folder
+    saver.submit({"w": torch.full((4,), 2.0)}, step=2)
+    with pytest.raises(OSError):
+        saver.wait()
+    assert saver.wait() is None  # raised once
+    assert (tmp_path / "ckpt" / "latest").read_text().strip() == "ckpt-000000001.h5"
+    assert not [p for p in (tmp_path / "ckpt").iterdir() if p.name.endswith(".tmp")]
+    with pytest.warns(RuntimeWarning, match="skipping checkpoint"):  # the folder in the way
+        loaded = store.load()
+    assert loaded is not None and loaded.step == 1 and torch.equal(loaded.state["w"], torch.ones(4))
