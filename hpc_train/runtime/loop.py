@@ -226,14 +226,17 @@ class TrainingLoop:
 
     # -- state ------------------------------------------------------------------------------------
 
-    def state_dict(self) -> dict[str, Any]:
-        """Everything a fresh process needs to continue exactly here (collective: gathers per-rank RNG)."""
+    def state_dict(self, into: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Everything a fresh process needs to continue exactly here (collective: gathers per-rank RNG).
+
+        `into`: an earlier state_dict() nothing reads any more, whose tensors are reused for the copies.
+        """
         mine = {"rng": capture_rng(), "totals": self._running.as_tensor()}
         per_rank = self.comm.all_gather_object(mine)
         return {
             "format": STATE_FORMAT,
-            "model": self.comm.model_state(self.raw_model),
-            "optimizer": self.comm.optimizer_state(self.optimizer),
+            "model": self.comm.model_state(self.raw_model, (into or {}).get("model")),
+            "optimizer": self.comm.optimizer_state(self.optimizer, (into or {}).get("optimizer")),
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
             "progress": asdict(self.progress),
             "early_stopping": self.early_stopping.state_dict() if self.early_stopping is not None else {},

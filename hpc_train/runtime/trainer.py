@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from hpc_train.checkpoint import Checkpoint, CheckpointError, CheckpointStore, HDF5CheckpointStore
+from hpc_train.checkpoint.background import BackgroundSaver
 from hpc_train.checkpoint.hdf5 import RUN_KEY
 from hpc_train.checkpoint.identity import RunIdentity
 from hpc_train.errors import UserError
@@ -100,6 +101,10 @@ class DistributedTrainer:
     and `weight_decay` configure the named optimizers.
     Sharded strategies (`model_parallel`, alias `fsdp`) need a sharded store: each rank writes its
     own shard of every checkpoint, and they resume onto the same world size.
+    `async_checkpoints=True`: interval checkpoints are snapshotted (CPU copies) at the step boundary
+    and written by a background thread while training goes on, one in flight at most; the final and
+    the preemption checkpoint, and an exception leaving train(), wait for it (`checkpoint_waits`
+    counts the waits that found a write still running).
     """
 
     def __init__(
@@ -128,6 +133,7 @@ class DistributedTrainer:
         weight_decay: float = 0.0,
         resume: bool = True,
         run_identity: RunIdentity | None = None,
+        async_checkpoints: bool = False,
     ) -> None:
         _choice("backend", backend, BACKENDS)
         _choice("strategy", strategy, tuple(STRATEGIES))
@@ -146,6 +152,9 @@ class DistributedTrainer:
         self.weight_decay = float(weight_decay)
         self.resume = bool(resume)
         self.run_identity = run_identity
+        self.async_checkpoints = bool(async_checkpoints)
+        self._saver: BackgroundSaver | None = None
+        self._spare: dict[str, Any] | None = None  # the snapshot in (or done with) the background write
         self.backend, self.strategy, self.compression = backend, strategy, compression
         self.accumulation_steps = int(accumulation_steps)
         self.mixed_precision, self.gradient_checkpointing = bool(mixed_precision), bool(gradient_checkpointing)
@@ -242,6 +251,9 @@ class DistributedTrainer:
             loop = self._build_loop(model, train_loader, val_loader)
             self._loop = loop
             return self._run(loop, epochs, checkpoint_interval, checkpoint_unit)
+        except BaseException:
+            self._finish_background_save(quiet=True)  # the checkpoint being written still lands
+            raise
         finally:
             if undo is not None:
                 undo()
@@ -274,8 +286,19 @@ class DistributedTrainer:
                              if isinstance(value, torch.Tensor)]
         return {"parameters": local_bytes(loop.raw_model.parameters()), "optimizer": local_bytes(optimizer_tensors)}
 
+    @property
+    def background_checkpoints(self) -> int:
+        """Checkpoints written in the background so far (async_checkpoints)."""
+        return len(self._saver.saved) if self._saver is not None else 0
+
+    @property
+    def checkpoint_waits(self) -> int:
+        """Times training waited for a background checkpoint write still in flight (async_checkpoints)."""
+        return self._saver.waits if self._saver is not None else 0
+
     def close(self) -> None:
-        """Leave the process group this trainer created."""
+        """Leave the process group this trainer created (after any checkpoint still being written)."""
+        self._finish_background_save(quiet=True)
         self.comm.close()
 
     def __enter__(self) -> Self:
@@ -441,14 +464,44 @@ class DistributedTrainer:
         return record
 
     def _save(self, loop: TrainingLoop, reason: str) -> None:
-        if self.checkpoint_store is None:
+        """Checkpoint here; with async_checkpoints an interval checkpoint is written in the background.
+
+        Every rank first waits for its own write in flight, and only then enters the collective
+        state_dict(): so once any rank passes it, every rank's previous file (every shard) is durable,
+        and no rank writes or prunes past a checkpoint another rank may still lack. The final and the
+        preemption checkpoint are written before _save returns: the process may exit right after.
+        """
+        store = self.checkpoint_store
+        if store is None:
             return
-        state = loop.state_dict()  # collective
+        self._finish_background_save(quiet=False)
+        # The last background snapshot is written and read by nobody now: its tensors take the copies.
+        spare, self._spare = self._spare, None
+        state = loop.state_dict(into=spare)  # collective; CPU copies, which training does not touch
         if self.is_main or self.comm.sharded:
             meta = {**self._meta(), "reason": reason, "epoch": loop.progress.epoch, "batch": loop.progress.batch}
-            path = self.checkpoint_store.save(state, step=loop.progress.step, meta=meta)
-            log.info("checkpoint (%s) at step %d: %s", reason, loop.progress.step, path)
+            if self.async_checkpoints and reason == "interval":
+                if self._saver is None or self._saver.store is not store:
+                    self._saver = BackgroundSaver(store)
+                self._saver.submit(state, step=loop.progress.step, meta=meta)
+                self._spare = state
+                log.info("checkpoint (%s) at step %d: writing in the background", reason, loop.progress.step)
+            else:
+                path = store.save(state, step=loop.progress.step, meta=meta)
+                log.info("checkpoint (%s) at step %d: %s", reason, loop.progress.step, path)
         self.comm.barrier()
+
+    def _finish_background_save(self, *, quiet: bool) -> None:
+        """Wait for the checkpoint write in flight; its error is raised, or only logged when `quiet`
+        (an exception is already leaving train())."""
+        if self._saver is None:
+            return
+        try:
+            self._saver.wait()
+        except Exception as e:
+            if not quiet:
+                raise
+            log.error("rank %d: the checkpoint written in the background failed: %s", self.rank, e)
 
     def _meta(self) -> dict[str, Any]:
         meta = {"strategy": self.strategy, "backend": self.backend, "world_size": self.world_size,

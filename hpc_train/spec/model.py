@@ -222,6 +222,8 @@ class CheckpointSpec(Section):
     unit: Literal["epochs", "steps"] = "epochs"
     keep_last: int = Field(3, ge=1)
     auto_resume: bool = True
+    # `async` is a Python keyword: the field is async_save
+    async_save: bool = False
 
     @field_validator("dir")
     @classmethod

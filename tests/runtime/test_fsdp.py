@@ -100,6 +100,25 @@ def test_step_checkpoints_resume_from_the_newest_step_every_rank_has(tmp_path: P
     assert {r["digest"] for r in afresh} == {straight[0]["digest"]}
 
 
+def test_async_shards_every_step_then_a_stop_resume_bitwise(tmp_path: Path) -> None:
+    """checkpoint every step, written in the background by each rank (async_checkpoints); rank 0's
+    should_stop() fires at step 11: both ranks wait for their writes, save, and a fresh launch resumes
+    there to the bits of an uninterrupted run."""
+    config = {**COMMON, "strategy": "fsdp"}  # 8 steps an epoch, 24 in all
+    straight = run_ranks(config, tmp_path / "straight", np=2)
+    stepped = {**config, "checkpoint_dir": str(tmp_path / "checkpoints"), "checkpoint_unit": "steps",
+               "checkpoint_interval": 1, "keep_last": 3, "async_checkpoints": True}
+    first = run_ranks({**stepped, "stop_after_steps": 11}, tmp_path / "first", np=2)
+    assert [r["preempted"] for r in first] == [True, True]
+    assert [r["background_checkpoints"] for r in first] == [10, 10]  # steps 1-10; step 11 waited for
+    stores = [HDF5CheckpointStore(tmp_path / "checkpoints", keep_last=None, rank=r, sharded=True) for r in (0, 1)]
+    assert stores[0].steps() == stores[1].steps() == [9, 10, 11]  # pruned to 3, every shard on disk
+    resumed = run_ranks(stepped, tmp_path / "resumed", np=2)
+    assert [r["resumed_from"] for r in resumed] == [11, 11]
+    assert {r["digest"] for r in resumed} == {straight[0]["digest"]}
+    assert resumed[0]["history"] == straight[0]["history"]
+
+
 def test_a_sharded_checkpoint_refuses_another_world_size(tmp_path: Path) -> None:
     checkpoints = str(tmp_path / "checkpoints")
     run_ranks({**COMMON, "strategy": "fsdp", "epochs": 1, "checkpoint_dir": checkpoints}, tmp_path / "two", np=2)

@@ -156,6 +156,9 @@ CASES: dict[str, list[Case]] = {
     "checkpoint.interval": [acts("checkpoint.interval", 2, "train"), warns("checkpoint.interval", 2)],
     "checkpoint.unit": [acts("checkpoint.unit", "steps", "train"), warns("checkpoint.unit", "steps")],
     "checkpoint.keep_last": [acts("checkpoint.keep_last", 1, "train"), warns("checkpoint.keep_last", 1)],
+    "checkpoint.async_save": [acts("checkpoint.async_save", True, "train",
+                                   checkpoint={"unit": "steps", "interval": 5}),
+                              warns("checkpoint.async_save", True)],
     "checkpoint.auto_resume": [acts("checkpoint.auto_resume", False, "rerun"),
                                warns("checkpoint.auto_resume", False)],
     "preemption.signal": [acts("preemption.signal", "USR2", "script")],
@@ -296,7 +299,7 @@ def trained(data: dict[str, Any], workdir: Path, root: Path, *, runs: int = 1) -
 
 def observed(results: dict[str, Any], root: Path) -> dict[str, Any]:
     keys = ("param_digests", "accuracy", "loss", "f1_score", "n_train", "n_val", "n_features", "epochs_run",
-            "resumed_from_step", "checkpointed_blocks", "gradient_transport", "stopped_early")
+            "resumed_from_step", "checkpointed_blocks", "gradient_transport", "stopped_early", "background_checkpoints")
     files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
     return {**{key: results.get(key) for key in keys}, "files": files}
 

@@ -123,13 +123,15 @@ class CommBackend(ABC):
 
     # -- state ------------------------------------------------------------------------------------
 
-    def model_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """CPU copies of this rank's model state (all of it unless sharded), for a checkpoint."""
-        return {k: local_cpu_copy(v) for k, v in self.unwrap(model).state_dict().items()}
+    def model_state(self, model: nn.Module, into: Any = None) -> dict[str, torch.Tensor]:
+        """CPU copies of this rank's model state (all of it unless sharded), for a checkpoint; copied
+        into the tensors of `into` (an earlier model_state nothing uses any more) where they fit."""
+        spare = into if isinstance(into, dict) else {}
+        return {k: local_cpu_copy(v, spare.get(k)) for k, v in self.unwrap(model).state_dict().items()}
 
-    def optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-        """CPU copy of this rank's optimizer state, for a checkpoint."""
-        state: dict[str, Any] = local_cpu_copy(optimizer.state_dict())
+    def optimizer_state(self, optimizer: torch.optim.Optimizer, into: Any = None) -> dict[str, Any]:
+        """CPU copy of this rank's optimizer state, for a checkpoint (into `into`'s tensors where they fit)."""
+        state: dict[str, Any] = local_cpu_copy(optimizer.state_dict(), into)
         return state
 
     def full_parameters(self, model: nn.Module) -> dict[str, torch.Tensor]:
@@ -153,17 +155,26 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: Mapping[str, A
         optimizer.load_state_dict(dict(state))
 
 
-def local_cpu_copy(value: Any) -> Any:
-    """A CPU copy of a tree of tensors; a sharded DTensor contributes this rank's shard."""
+def local_cpu_copy(value: Any, into: Any = None) -> Any:
+    """A CPU copy of a tree of tensors; a sharded DTensor contributes this rank's shard.
+
+    `into`, a tree of the same shape from an earlier copy that nothing uses any more, lends its CPU
+    tensors where shape and dtype match: copying into memory already mapped is several times faster
+    than allocating fresh (page faults), which is most of a snapshot's cost.
+    """
     if isinstance(value, torch.Tensor):
-        local = value.to_local() if isinstance(value, DTensor) else value
-        return local.detach().cpu().clone()
+        local = (value.to_local() if isinstance(value, DTensor) else value).detach()
+        if isinstance(into, torch.Tensor) and into is not local and into.device.type == "cpu" \
+                and into.shape == local.shape and into.dtype == local.dtype and into.is_contiguous():
+            return into.copy_(local)
+        return local.cpu().clone()
     if isinstance(value, dict):
-        return {k: local_cpu_copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [local_cpu_copy(v) for v in value]
-    if isinstance(value, tuple):
-        return tuple(local_cpu_copy(v) for v in value)
+        spare = into if isinstance(into, dict) else {}
+        return {k: local_cpu_copy(v, spare.get(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        spares = list(into) if isinstance(into, (list, tuple)) and len(into) == len(value) else [None] * len(value)
+        copied = [local_cpu_copy(v, s) for v, s in zip(value, spares, strict=True)]
+        return copied if isinstance(value, list) else tuple(copied)
     return value
 
 

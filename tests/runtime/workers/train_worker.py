@@ -4,7 +4,7 @@ Run as `python train_worker.py CONFIG_JSON OUT_DIR` alone (world of one) or unde
 Config keys (all optional): strategy, backend, accumulation_steps, compression, mixed_precision,
 gradient_checkpointing, optimizer, lr, seed, epochs, batch_size, n_samples, n_features, hidden,
 classes, dropout, dataset ("synthetic" | "digits"), checkpoint_dir, checkpoint_interval,
-checkpoint_unit, stop_after_steps (rank 0's should_stop() turns true on that call), record_allreduce,
+checkpoint_unit, async_checkpoints, stop_after_steps (rank 0's should_stop() turns true on that call), record_allreduce,
 meta_init (ranks other than 0 build the model on the meta device),
 early_stopping, runs (a list of {"name": ..., **overrides}: several trainings one after the other
 in the same processes, each writing <name>_rank<r>.json).
@@ -141,6 +141,7 @@ def train_once(cfg: dict[str, Any], out: Path, prefix: str) -> DistributedTraine
         optimizer=cfg.get("optimizer", "sgd"), seed=cfg.get("seed", 0),
         early_stopping=cfg.get("early_stopping"), checkpoint_store=store,
         should_stop=should_stop if cfg.get("stop_after_steps") else None,
+        async_checkpoints=cfg.get("async_checkpoints", False),
     )
     loader = DataLoader(train, batch_size=cfg.get("batch_size", 16))
     val_loader = DataLoader(val, batch_size=64) if val is not None else None
@@ -155,6 +156,7 @@ def train_once(cfg: dict[str, Any], out: Path, prefix: str) -> DistributedTraine
         "n_params": sum(p.numel() for p in model.parameters()),
         "allreduce": recorder.calls if recorder else None,
         "state_bytes": trainer.state_bytes(), "resumed_from": trainer.resumed_from,
+        "background_checkpoints": trainer.background_checkpoints,
     }
     rank = trainer.rank
     torch.save(trainer.full_state_dict(), out / f"{prefix}params_rank{rank}.pt")
