@@ -7,6 +7,7 @@ caused it (where SLURM's words say which), the value, and what this cluster offe
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -30,12 +31,20 @@ class PartitionInfo:
     default: bool
 
 
+SINFO_PARTITIONS = ["sinfo", "-h", "-o", "%P|%D|%c|%m|%G|%l"]
+_GPUS = re.compile(r"gpu(?::[^:,(]+)?:(\d+)")
+
+
 def partitions() -> dict[str, PartitionInfo]:
     """The cluster's partitions from one `sinfo` call; empty when sinfo cannot answer."""
     try:
-        text = run_command(["sinfo", "-h", "-o", "%P|%D|%c|%m|%G|%l"], timeout=20).stdout
+        return parse_partitions(run_command(SINFO_PARTITIONS, timeout=20).stdout)
     except (CommandError, SchedulerUnavailable):
         return {}
+
+
+def parse_partitions(text: str) -> dict[str, PartitionInfo]:
+    """Partitions from the output of SINFO_PARTITIONS (one line per partition and node state)."""
     found: dict[str, PartitionInfo] = {}
     for line in text.splitlines():
         fields = line.strip().split("|")
@@ -51,6 +60,11 @@ def partitions() -> dict[str, PartitionInfo]:
                                  info.max_time, info.default or old.default)
         found[info.name] = info
     return found
+
+
+def gpus_per_node(gres: str) -> int:
+    """GPUs a node offers from sinfo's GRES column: `gpu:a100:4(S:0-1),gpu:2` -> 6; `(null)` -> 0."""
+    return sum(int(count) for count in _GPUS.findall(gres))
 
 
 def _int(text: str) -> int:
