@@ -198,7 +198,7 @@ def parse_check_build(text: str) -> dict[str, list[str]]:
     current = None
     for line in text.splitlines():
         stripped = line.strip()
-        if stripped.endswith(":") and not stripped.startswith("["):
+        if stripped.startswith("Available ") and stripped.endswith(":"):
             current = stripped[:-1]
             sections[current] = []
         elif current is not None and stripped.startswith("[X]"):
@@ -219,7 +219,8 @@ def check_horovod(ctx: DoctorContext) -> Outcome:
     frameworks = built.get("Available Frameworks", [])
     controllers = built.get("Available Controllers", [])
     operations = built.get("Available Tensor Operations", [])
-    detail = (f"frameworks: {', '.join(frameworks) or 'none'}; controllers: {', '.join(controllers) or 'none'}; "
+    version = result.stdout.strip().splitlines()[0].rstrip(":") if result.stdout.strip() else "Horovod"
+    detail = (f"{version}: frameworks: {', '.join(frameworks) or 'none'}; controllers: {', '.join(controllers) or 'none'}; "
               f"tensor operations: {', '.join(operations) or 'none'}")
     if "PyTorch" not in frameworks:
         return fail(f"Horovod built without PyTorch ({detail})", "rebuild with HOROVOD_WITH_PYTORCH=1: " + hint)
