@@ -71,3 +71,10 @@ def test_validate_says_slurm_would_take_it(slurm_cluster: SlurmCluster, tmp_path
     proc = run_cli(tmp_path, ["validate"])
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.rstrip().endswith("valid (SLURM would take it: sbatch --test-only)")
+
+
+def test_validate_without_asking_the_cluster(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
+    # a spec written for another cluster: --no-check-cluster leaves SLURM out of it
+    proc = run_cli(tmp_path, ["validate", "--no-check-cluster"], "resources.partition=nope")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.rstrip().endswith(": valid")
