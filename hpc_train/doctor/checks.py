@@ -50,9 +50,9 @@ def check_controller(ctx: DoctorContext) -> Outcome:
     if ctx.controller_said is None:
         conf = os.environ.get("SLURM_CONF")
         return ok("`scontrol ping`: slurmctld is UP" + (f" (SLURM_CONF={conf})" if conf else ""))
-    from hpc_train.scheduler.slurm import _NO_CONTROLLER_HINT
+    from hpc_train.scheduler.slurm import NO_CONTROLLER_HINT
 
-    return fail(f"`scontrol ping` said: {ctx.controller_said}", _NO_CONTROLLER_HINT)
+    return fail(f"`scontrol ping` said: {ctx.controller_said}", NO_CONTROLLER_HINT)
 
 
 def check_accounting(ctx: DoctorContext) -> Outcome:

@@ -31,7 +31,7 @@ from hpc_train.status import JobStatus
 _UNREACHABLE = ("Unable to contact slurm controller", "Connection refused", "Zero Bytes were transmitted",
                 "Socket timed out", "slurm_load_partitions", "Invalid user for SlurmUser")
 _RUN_DIR_VAR = "HPC_TRAIN_RUN_DIR"
-_NO_CONTROLLER_HINT = ("is slurmctld running, and does SLURM_CONF name the right cluster? (`scontrol ping`); "
+NO_CONTROLLER_HINT = ("is slurmctld running, and does SLURM_CONF name the right cluster? (`scontrol ping`); "
                        "slurm/start.sh starts the local test cluster; --executor local runs on this machine")
 _NO_CLIENT_HINT = "submit from a SLURM login node (or put SLURM's commands on PATH), or use --executor local"
 
@@ -61,7 +61,7 @@ def run_slurm(argv: list[str], *, timeout: float = 60.0, retries: int = 2) -> Co
         if is_unreachable(exc.stderr):
             raise SchedulerUnavailable(
                 f"cannot reach the SLURM controller: `{' '.join(argv)}` said: {exc.stderr}\n"
-                f"HINT: {_NO_CONTROLLER_HINT}"
+                f"HINT: {NO_CONTROLLER_HINT}"
             ) from None
         raise
 
@@ -91,7 +91,7 @@ def check_controller() -> None:
     said = ping_controller()
     if said is not None:
         raise SchedulerUnavailable(f"cannot reach the SLURM controller: `scontrol ping` said: {said}\n"
-                                   f"HINT: {_NO_CONTROLLER_HINT}")
+                                   f"HINT: {NO_CONTROLLER_HINT}")
 
 
 @functools.lru_cache(maxsize=1)
