@@ -139,6 +139,9 @@ def check_srun_pmix(ctx: DoctorContext) -> Outcome:
     text = result.stdout + result.stderr
     plugins = [line.strip() for line in text.splitlines() if line.startswith(("\t", " ", "srun: ")) and line.strip()]
     names = [p.removeprefix("srun: ").removeprefix("mpi/").strip() for p in plugins]
+    if result.returncode != 0:
+        return fail(f"`srun --mpi=list` failed: {said(result) or f'exit {result.returncode}'}",
+                    "srun cannot start here: check SLURM's configuration (SLURM_CONF) and the lines above")
     if any(n.split()[0].startswith("pmix") for n in names if n):
         return ok("`srun --mpi=list` has pmix (" + ", ".join(n for n in names if n) + ")")
     return fail(f"`srun --mpi=list` has no pmix: {said(result) or 'no output'}",
