@@ -82,6 +82,17 @@ def prepare_job(spec: JobSpec, *, base_dir: Path, run_dir: Path | None = None, j
     return PreparedJob(job_id, spec, rd, context)
 
 
+def check_job(spec: JobSpec, *, executor: str = "auto", base_dir: Path) -> str:
+    """Ask the scheduler whether it would take the spec, submitting nothing (SLURM: `sbatch --test-only`).
+
+    Returns the scheduler's name; with `auto` and no SLURM answering, that is `local` (nothing to ask).
+    """
+    scheduler = get_scheduler(executor)
+    prepared = prepare_job(spec, base_dir=base_dir, write=False)
+    scheduler.check(scheduler.plan(prepared.spec, prepared.context))
+    return scheduler.name
+
+
 def submit_job(spec: JobSpec, *, executor: str = "auto", base_dir: Path, registry: JobRegistry,
                dry_run: bool = False, run_dir: Path | None = None, parent: str | None = None,
                dependency: str | None = None, name: str | None = None,
@@ -96,6 +107,7 @@ def submit_job(spec: JobSpec, *, executor: str = "auto", base_dir: Path, registr
     plan = scheduler.plan(prepared.spec, prepared.context)
     if dry_run:
         return plan
+    scheduler.check(plan)  # what SLURM would refuse (sbatch --test-only), before anything is written
     existed = prepared.run_dir.path.exists()  # a run directory being resumed must survive a failed submit
     try:
         prepared.run_dir.create()

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from hpc_train.errors import SpecError
 from hpc_train.registry import JobRegistry
 from hpc_train.spec import JobSpec, load_spec
 from hpc_train.spec.applicability import spec_warnings
@@ -30,6 +33,15 @@ def preflight_from_args(args: argparse.Namespace, spec: JobSpec, base_dir: Path)
     from hpc_train.preflight import run_preflight
 
     run_preflight(spec, base_dir, file=args.spec, check_data=not args.no_check_data)
+
+
+@contextlib.contextmanager
+def naming_spec_file(args: argparse.Namespace) -> Iterator[None]:
+    """SpecErrors raised inside (by the scheduler's checks) name the spec file of the command line."""
+    try:
+        yield
+    except SpecError as exc:
+        raise (exc.with_file(args.spec) if exc.file is None else exc) from None
 
 
 def spec_from_args(args: argparse.Namespace, *, single_job: bool = True, sweep: bool = False) -> tuple[JobSpec, Path]:

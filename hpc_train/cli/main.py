@@ -11,7 +11,7 @@ from hpc_train import __version__
 from hpc_train.errors import UserError
 
 VERBS = ["init", "validate", "render", "run", "launch", "submit", "status", "wait", "results", "logs", "list", "cancel",
-         "monitor", "plot", "sweep", "best", "pipeline"]
+         "monitor", "plot", "sweep", "best", "pipeline", "doctor"]
 
 
 def build_parser() -> argparse.ArgumentParser:

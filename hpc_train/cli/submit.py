@@ -7,6 +7,7 @@ import argparse
 from hpc_train.cli.common import (
     add_preflight_arguments,
     add_spec_arguments,
+    naming_spec_file,
     preflight_from_args,
     registry_from_args,
     spec_from_args,
@@ -20,7 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                             description="Submit a job. --executor auto (default) uses SLURM when sbatch "
                                         "answers, this machine otherwise. The last word printed is the job id. "
                                         "The spec is checked first as `validate` does (data files, "
-                                        "hyperparameters, model factory); nothing is submitted when it fails.")
+                                        "hyperparameters, model factory) and, for SLURM, with `sbatch --test-only` "
+                                        "(partition, account, QOS, GPUs, limits); nothing is submitted when it fails.")
     add_spec_arguments(parser)
     add_preflight_arguments(parser)
     parser.add_argument("--executor", choices=EXECUTORS, default="auto")
@@ -37,8 +39,9 @@ def run(args: argparse.Namespace) -> int:
     executor = "sbatch" if args.sbatch else args.executor
     registry = registry_from_args(args)
     dependency = resolve_dependency(args.dependency, registry) if args.dependency else None
-    result = submit_job(spec, executor=executor, base_dir=base, registry=registry, dry_run=args.dry_run,
-                        dependency=dependency)
+    with naming_spec_file(args):
+        result = submit_job(spec, executor=executor, base_dir=base, registry=registry, dry_run=args.dry_run,
+                            dependency=dependency)
     if isinstance(result, SubmissionPlan):
         print(result.describe())
         return 0

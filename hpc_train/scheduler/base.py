@@ -71,6 +71,9 @@ class Scheduler(ABC):
     def submit(self, plan: SubmissionPlan) -> str:
         """Submit one job; returns the scheduler's id for it."""
 
+    def check(self, plan: SubmissionPlan) -> None:
+        """Raise a UserError when the scheduler would refuse the plan, queueing nothing; default: no check."""
+
     def submit_array(self, plans: Sequence[SubmissionPlan], parallel: int | None = None) -> list[str]:
         """Submit many similar jobs; backends with arrays override this. A failure after some jobs were
         accepted raises PartialSubmission with their ids."""

@@ -25,13 +25,14 @@ from hpc_train.registry import JobRecord
 from hpc_train.render import RenderContext, container_launcher, render_sbatch, render_setup
 from hpc_train.scheduler.base import PartialSubmission, Scheduler, SubmissionPlan
 from hpc_train.scheduler.sacct import query_states
+from hpc_train.scheduler.test_only import partitions, partitions_hint, test_only
 from hpc_train.spec import JobSpec
 from hpc_train.status import JobStatus, from_slurm
 
 _UNREACHABLE = ("Unable to contact slurm controller", "Connection refused", "Zero Bytes were transmitted",
                 "Socket timed out", "slurm_load_partitions", "Invalid user for SlurmUser")
 _RUN_DIR_VAR = "HPC_TRAIN_RUN_DIR"
-_NO_CONTROLLER_HINT = ("is slurmctld running, and does SLURM_CONF name the right cluster? (`scontrol ping`); "
+NO_CONTROLLER_HINT = ("is slurmctld running, and does SLURM_CONF name the right cluster? (`scontrol ping`); "
                        "slurm/start.sh starts the local test cluster; --executor local runs on this machine")
 _NO_CLIENT_HINT = "submit from a SLURM login node (or put SLURM's commands on PATH), or use --executor local"
 
@@ -40,14 +41,15 @@ def sbatch_hint(result: CommandResult) -> str | None:
     """A hint for common sbatch failures: a bad partition lists the ones `sinfo` knows."""
     text = result.stderr + result.stdout
     if "invalid partition" in text.lower():
-        try:
-            names = run_command(["sinfo", "-h", "-o", "%R"], timeout=20).stdout.split()
-        except (CommandError, SchedulerUnavailable):
-            names = []
-        return "partitions on this cluster: " + (", ".join(sorted(set(names))) or "(sinfo gave none)")
+        return partitions_hint(partitions())
     if "invalid account" in text.lower():
         return "check resources.account; `sacctmgr show assoc user=$USER` lists yours"
     return None
+
+
+def is_unreachable(said: str) -> bool:
+    """True when a SLURM client's message says the controller did not answer."""
+    return any(marker in said for marker in _UNREACHABLE)
 
 
 def run_slurm(argv: list[str], *, timeout: float = 60.0, retries: int = 2) -> CommandResult:
@@ -57,10 +59,10 @@ def run_slurm(argv: list[str], *, timeout: float = 60.0, retries: int = 2) -> Co
         return run_command(argv, timeout=timeout, retries=retries,
                            retry_on=lambda r: any(m in r.stderr for m in _UNREACHABLE[1:4]), hint=sbatch_hint)
     except CommandError as exc:
-        if any(marker in exc.stderr for marker in _UNREACHABLE):
+        if is_unreachable(exc.stderr):
             raise SchedulerUnavailable(
                 f"cannot reach the SLURM controller: `{' '.join(argv)}` said: {exc.stderr}\n"
-                f"HINT: {_NO_CONTROLLER_HINT}"
+                f"HINT: {NO_CONTROLLER_HINT}"
             ) from None
         raise
 
@@ -90,7 +92,7 @@ def check_controller() -> None:
     said = ping_controller()
     if said is not None:
         raise SchedulerUnavailable(f"cannot reach the SLURM controller: `scontrol ping` said: {said}\n"
-                                   f"HINT: {_NO_CONTROLLER_HINT}")
+                                   f"HINT: {NO_CONTROLLER_HINT}")
 
 
 @functools.lru_cache(maxsize=1)
@@ -213,6 +215,12 @@ class SlurmScheduler(Scheduler):
                               parameters=params, script=script,
                               command=[context.python, "-m", "hpc_train.runtime.worker", "--spec",
                                        context.spec_path, "--run-dir", context.run_dir])
+
+    def check(self, plan: SubmissionPlan) -> None:
+        """The controller answers, and `sbatch --test-only` accepts the script (partition, GPUs, limits)."""
+        check_controller()
+        if plan.script is not None:
+            test_only(plan.spec, plan.script)
 
     def _executor(self, plan: SubmissionPlan, folder: Path, **override: Any) -> _Executor:
         executor = _Executor(folder=folder, python=submitit_python(plan.spec, plan.context))
