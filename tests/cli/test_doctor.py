@@ -1,7 +1,7 @@
 """`hpc-train doctor` without SLURM: the parsers of what tools print, a machine whose PATH has no
 SLURM, MPI or Apptainer (absent optional parts are skipped, absent needed ones fail with a hint),
 a stand-in `apptainer` (Apptainer is not installable here, see FACTS.md), and `sbatch --test-only`
-refusals mapped to spec keys. The same checks against the real cluster: tests/slurm/test_doctor.py."""
+refusals mapped to spec keys. The same checks against the real cluster: tests/slurm/test_doctor_on_cluster.py."""
 
 from __future__ import annotations
 
