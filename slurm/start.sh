@@ -75,7 +75,9 @@ for name in $(node_names "$NODES"); do
 done
 node_list="$(node_names "$NODES" | tr ' ' ',')"
 common=(STATE="$STATE" CLUSTER="$CLUSTER_NAME" MUNGE_SOCKET="$MUNGE_SOCKET" DBD_PORT="$dbd_port")
+first_job_id=$(( (PORT_BASE > 16817 ? PORT_BASE - 16817 : 16817 - PORT_BASE) + 1 ))
 render "$SLURM_DIR/slurm.conf.in" "${common[@]}" CTLD_HOST="$(hostname -s)" CTLD_PORT="$ctld_port" \
+    FIRST_JOB_ID="$first_job_id" \
     NODE_LINES="${node_lines%$'\n'}" NODE_LIST="$node_list" > "$SLURM_CONF_FILE"
 ( umask 077; render "$SLURM_DIR/slurmdbd.conf.in" "${common[@]}" > "$STATE/slurmdbd.conf" )
 chmod 600 "$STATE/slurmdbd.conf"
