@@ -65,6 +65,7 @@ class HDF5CheckpointStore(CheckpointStore):
         self.alignment = alignment
         self.prefix = prefix
         self.run_identity = run_identity
+        self._owners: dict[str, tuple[int, bool, str | None]] = {}  # name -> (mtime_ns, loadable, run)
         suffix = rf"\.rank{rank}\.h5" if sharded else r"\.h5"
         self._name_re = re.compile(rf"{re.escape(prefix)}-(\d{{9,}}){suffix}")
         self._pointer = self.directory / (f"latest.rank{rank}" if sharded else "latest")
@@ -135,14 +136,13 @@ class HDF5CheckpointStore(CheckpointStore):
         """
         if keep_last < 1:
             raise CheckpointError(f"keep_last must be at least 1, got {keep_last}")
+        candidates = self._scan()
+        if len(candidates) <= keep_last:
+            return []  # nothing to remove, whoever owns them: no file needs opening
         ours = []
-        for path in self._scan():
-            try:
-                meta = read_meta(path)
-            except CheckpointError:
-                continue
-            owner = meta.get(RUN_KEY)
-            if self.run_identity is None or owner is None or owner == self.run_identity:
+        for path in candidates:
+            loadable, owner = self._owner_of(path)
+            if loadable and (self.run_identity is None or owner is None or owner == self.run_identity):
                 ours.append(path)
         removed = [p for p in ours[:-keep_last] if p != protect]  # never the file just written
         for p in removed:
@@ -150,6 +150,24 @@ class HDF5CheckpointStore(CheckpointStore):
         if removed:
             _fsync_path(self.directory)
         return removed
+
+    def _owner_of(self, path: Path) -> tuple[bool, str | None]:
+        """(whether the file loads as a checkpoint, the run it names), cached by name and mtime: a save
+        prunes after every write, and each answer costs opening an HDF5 file."""
+        try:
+            stamp = path.stat().st_mtime_ns
+        except OSError:
+            return False, None
+        cached = self._owners.get(path.name)
+        if cached is not None and cached[0] == stamp:
+            return cached[1], cached[2]
+        try:
+            owner = read_meta(path).get(RUN_KEY)
+            answer = (True, None if owner is None else str(owner))
+        except CheckpointError:
+            answer = (False, None)
+        self._owners[path.name] = (stamp, *answer)
+        return answer
 
     # -- files ---------------------------------------------------------------------------------
 
