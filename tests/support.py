@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,15 @@ def require(condition: bool, why: str) -> None:
     if IN_CI:
         pytest.fail(f"required under CI: {why}")
     pytest.skip(why)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str, poll: float = 0.2) -> None:
+    """Poll `condition` until it holds; fail the test after `timeout` seconds, naming `what` it waited for."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(poll)
 
 
 def require_mpirun() -> str:

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import torch
+from support import wait_until as support_wait_until
 from torch.utils.data import DataLoader, TensorDataset
 
 from hpc_train.checkpoint import HDF5CheckpointStore
@@ -61,11 +62,7 @@ def cli(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
+    support_wait_until(condition, timeout, what, poll=0.05)  # signals are aimed within an epoch of ~0.2 s
 
 
 def epochs_logged(run_dir: Path) -> list[int]:

@@ -15,13 +15,12 @@ import signal
 import subprocess
 import time
 import types
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from local_models import BUILT_LINE
-from support import PYTHON
+from support import PYTHON, wait_until
 
 from hpc_train.checkpoint import HDF5CheckpointStore
 from hpc_train.registry import JobRecord, JobRegistry
@@ -57,12 +56,6 @@ def cli(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[
                           check=False)
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.2)
 
 
 def shown(home: Path, job_id: str) -> dict[str, Any]:
