@@ -24,6 +24,7 @@ from hpc_train.errors import CommandError, SchedulerUnavailable
 from hpc_train.registry import JobRecord
 from hpc_train.render import RenderContext, container_launcher, render_sbatch, render_setup
 from hpc_train.scheduler.base import PartialSubmission, Scheduler, SubmissionPlan
+from hpc_train.scheduler.dependencies import check_dependency
 from hpc_train.scheduler.sacct import query_states
 from hpc_train.scheduler.test_only import partitions, partitions_hint, test_only
 from hpc_train.spec import JobSpec
@@ -219,6 +220,8 @@ class SlurmScheduler(Scheduler):
     def check(self, plan: SubmissionPlan) -> None:
         """The controller answers, and `sbatch --test-only` accepts the script (partition, GPUs, limits)."""
         check_controller()
+        if plan.context.dependency:
+            check_dependency(plan.context.dependency)
         if plan.script is not None:
             test_only(plan.spec, plan.script)
 

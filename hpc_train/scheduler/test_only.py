@@ -175,8 +175,12 @@ def test_only(spec: JobSpec, script: str) -> None:
     """Run `sbatch --test-only` on a rendered script (stdin); raise SpecError when SLURM would refuse it.
 
     Nothing is queued (SLURM only checks; it may use up a job id). An unreachable controller is
-    left to the submission itself, which reports it with its own hint.
+    left to the submission itself, which reports it with its own hint. The script's dependency is
+    left out: this check is about resources, and with `kill_invalid_depend` SLURM answers a job whose
+    dependency has failed with "Requested operation is presently disabled" (check_dependency says
+    that in words).
     """
+    script = without_dependency(script)
     try:
         result = run_command(["sbatch", "--test-only"], input=script, timeout=TEST_ONLY_TIMEOUT_S, check=False)
     except CommandError:  # timed out: the submission will say what is wrong with the controller
@@ -188,3 +192,11 @@ def test_only(spec: JobSpec, script: str) -> None:
         if is_unreachable(said):
             return
         raise explain_refusal(spec, said)
+
+
+_DEPENDENCY_LINE = re.compile(r"^#SBATCH\s+(?:--dependency|-d)\b.*\n?", re.MULTILINE)
+
+
+def without_dependency(script: str) -> str:
+    """The script without its `#SBATCH --dependency` line."""
+    return _DEPENDENCY_LINE.sub("", script)

@@ -13,6 +13,8 @@ from support import REPO
 from hpc_train.errors import JobNotFound, SpecError
 from hpc_train.jobs import resolve_dependency
 from hpc_train.registry import JobRecord, JobRegistry
+from hpc_train.scheduler.dependencies import dependency_job_ids, never_met
+from hpc_train.scheduler.test_only import without_dependency
 from hpc_train.status import JobStatus
 
 HPC_TRAIN = Path(sys.executable).parent / "hpc-train"
@@ -71,3 +73,36 @@ def test_cli_refuses_a_dependency_on_the_local_executor(tmp_path: Path) -> None:
                            "afterok:1234"], capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path)
     assert proc.returncode == 2 and "--dependency afterok:1234 needs SLURM" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "runs").exists()
+
+
+# -- dependencies that can never be met (the jobs' ends as sacct would give them)
+
+ENDED = {"10": JobStatus.FAILED, "11": JobStatus.COMPLETED, "12": JobStatus.CANCELLED}
+
+
+@pytest.mark.parametrize(("dependency", "impossible"), [
+    ("afterok:10", "afterok:10 can never be met: SLURM job 10 ended failed"),
+    ("afterok:11", None),
+    ("afterok:11:12", "afterok:12 can never be met: SLURM job 12 ended cancelled"),
+    ("afterok:99", None),  # not ended (or not known): SLURM decides
+    ("afternotok:11", "afternotok:11 can never be met: SLURM job 11 ended completed"),
+    ("afternotok:10", None),
+    ("afterany:10", None),
+    ("afterok:11,afternotok:11", "afternotok:11 can never be met: SLURM job 11 ended completed"),
+    ("afterok:10?afterok:11", None),  # one of them is enough
+    ("afterok:10?afternotok:11", ("afterok:10 can never be met: SLURM job 10 ended failed; "
+                                 "afternotok:11 can never be met: SLURM job 11 ended completed")),
+    ("afterok:10+5", "afterok:10 can never be met: SLURM job 10 ended failed"),
+    ("singleton", None),
+])
+def test_dependency_that_can_never_be_met(dependency: str, impossible: str | None) -> None:
+    assert never_met(dependency, ENDED) == impossible
+
+
+def test_dependency_job_ids() -> None:
+    assert dependency_job_ids("afterok:1:2+5,afterany:3_4,singleton") == ["1", "2", "3_4"]
+
+
+def test_test_only_script_leaves_the_dependency_out() -> None:
+    script = "#!/bin/bash\n#SBATCH --job-name=x\n#SBATCH --dependency=afterok:12\n#SBATCH -d afterany:3\nsrun x\n"
+    assert without_dependency(script) == "#!/bin/bash\n#SBATCH --job-name=x\nsrun x\n"

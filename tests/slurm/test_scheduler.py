@@ -218,7 +218,7 @@ def test_array_larger_than_max_array_size_is_split(slurm_cluster: SlurmCluster, 
 # -- 3. an afterok chain whose first job fails
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(180)
 def test_afterok_dependent_of_failed_job_is_cancelled(slurm_cluster: SlurmCluster, tmp_path: Path) -> None:
     home, out = tmp_path / "home", tmp_path / "runs"
     # A CSV whose header and first rows pass the submit-time checks, with a bad value further down: the
@@ -227,10 +227,16 @@ def test_afterok_dependent_of_failed_job_is_cancelled(slurm_cluster: SlurmCluste
     rows[30] = "oops,1.0,1"
     csv = tmp_path / "broken.csv"
     csv.write_text("f1,f2,label\n" + "\n".join(rows) + "\n")
-    first = submit(home, out, "--executor", "slurm", overrides=[*TINY, f"data.train_path={csv}"])
+    # The failing job waits behind a plain SLURM job that ends when the test says so: the dependent
+    # below is then always submitted while the job it depends on has not yet failed.
+    gate = slurm_command("sbatch", "--parsable", "-c", "1", "--mem", "50M", "-t", "5", "-o", "/dev/null",
+                         "--wrap", "while [ ! -e release ]; do sleep 0.2; done", cwd=tmp_path).strip()
+    first = submit(home, out, "--executor", "slurm", "--dependency", f"afterok:{gate}",
+                   overrides=[*TINY, f"data.train_path={csv}"])
     first_sched = status_json(home, first)["scheduler_id"]
     # Named by its hpc-train id (a prefix of it, even): submit turns it into the SLURM id.
     second = submit(home, out, "--executor", "slurm", "--dependency", f"afterok:{first[:6]}")
+    (tmp_path / "release").touch()
 
     wait_in_sacct([status_json(home, second)["scheduler_id"]], 120)
     proc = hpc_train(home, "wait", second, "--timeout", "30")
@@ -244,6 +250,20 @@ def test_afterok_dependent_of_failed_job_is_cancelled(slurm_cluster: SlurmCluste
     assert failed["traceback"] and "Error" in failed["traceback"][-1]
     text = hpc_train(home, "status", first).stdout
     assert "failed" in text and failed["traceback"][-1] in text
+
+    # Now that it has failed, a new afterok on it is refused at once: it could never start.
+    def listed() -> list[str]:
+        return [job["id"] for job in json.loads(hpc_train(home, "list", "--json").stdout)]
+
+    before = listed()
+    refused = hpc_train(home, "submit", QUICKSTART, *sets([*TINY, f"output_dir={out}"]),
+                        "--executor", "slurm", "--dependency", f"afterok:{first}")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert f"afterok:{first_sched} can never be met" in refused.stderr and "ended failed" in refused.stderr
+    assert listed() == before  # nothing registered
+    # ...while afternotok on it is exactly what it is for.
+    third = submit(home, out, "--executor", "slurm", "--dependency", f"afternotok:{first}")
+    assert hpc_train(home, "wait", third, "--timeout", "90", timeout=120).returncode == 0
 
 
 # -- 4. cancel a running job
