@@ -131,6 +131,7 @@ def read_checkpoint_file(path: Path) -> Checkpoint:
     """Read and verify one checkpoint; CorruptCheckpointError or UnsafeCheckpointError if it fails."""
     pending: list[tuple[str, int, np.ndarray, str]] = []  # large arrays: name, file offset, buffer, checksum
     try:
+        bounds = _Bounds(path, path.stat().st_size)
         with _open(path) as f:
             _check_header(path, f)
             _refuse_unsafe(path, f)
@@ -148,11 +149,12 @@ def read_checkpoint_file(path: Path) -> Checkpoint:
                 ds = group.get(name)
                 if not isinstance(ds, h5py.Dataset):
                     raise CorruptCheckpointError(f"{path}: dataset {name!r} is missing")
+                offset = ds.id.get_offset()
+                bounds.claim(name, int(np.prod(ds.shape, dtype=np.int64)) * ds.dtype.itemsize, offset)
                 buf, finish = empty_like_stored(tag, str(ds.attrs["dtype"]), ds.shape)
                 if buf.dtype != ds.dtype:
                     raise CorruptCheckpointError(f"{path}: dataset {name!r} is {ds.dtype}, expected {buf.dtype}")
                 expected = str(ds.attrs["checksum"])
-                offset = ds.id.get_offset()
                 if buf.nbytes >= _PARALLEL_MIN_BYTES and offset is not None:
                     pending.append((name, offset, buf, expected))  # filled below; finish() returns a view
                 else:
@@ -175,6 +177,29 @@ def read_checkpoint_file(path: Path) -> Checkpoint:
     if not isinstance(state, dict):
         raise CorruptCheckpointError(f"{path}: the state tree is not a mapping")
     return Checkpoint(path=path, step=step, state=state, meta=meta)
+
+
+class _Bounds:
+    """What the state tree may ask of a file before anything is allocated: each dataset once, and no
+    more bytes than the file holds (a crafted few-KiB file could otherwise declare gigabytes, or point
+    at one dataset a thousand times)."""
+
+    def __init__(self, path: Path, file_size: int) -> None:
+        self.path, self.file_size = path, file_size
+        self.seen: set[str] = set()
+        self.declared = 0
+
+    def claim(self, name: str, nbytes: int, offset: int | None) -> None:
+        if name in self.seen:
+            raise CorruptCheckpointError(f"{self.path}: the state tree uses dataset {name!r} twice")
+        self.seen.add(name)
+        self.declared += nbytes
+        if nbytes and (offset is None or offset + nbytes > self.file_size):
+            raise CorruptCheckpointError(f"{self.path}: dataset {name!r} declares {nbytes} bytes that are not "
+                                         f"in the file ({self.file_size} bytes)")
+        if self.declared > self.file_size:
+            raise CorruptCheckpointError(f"{self.path}: the datasets declare {self.declared} bytes, more than "
+                                         f"the file's {self.file_size}")
 
 
 def _verify(path: Path, name: str, actual: str, expected: str) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import resource
 from pathlib import Path
 
 import h5py
@@ -17,6 +19,7 @@ from hpc_train.checkpoint import (
     HDF5CheckpointStore,
     UnsafeCheckpointError,
 )
+from hpc_train.checkpoint.hdf5_file import _CHECKSUMS as CHECKSUMS
 
 pytestmark = pytest.mark.checkpoint
 
@@ -137,3 +140,38 @@ def test_only_corrupt_checkpoints_gives_none_with_warnings(tmp_path: Path) -> No
     os.truncate(path, 100)
     with pytest.warns(RuntimeWarning):
         assert store.load() is None
+
+
+def _retree(f: h5py.File, tree: object) -> None:
+    """Replace the state tree with a correct checksum, as a crafted file would."""
+    text = json.dumps(tree)
+    f.attrs["tree"] = text
+    f.attrs["tree_checksum"] = CHECKSUMS[str(f.attrs["checksum_algorithm"])](text.encode())
+
+
+def test_huge_declared_shape_in_a_small_file_is_refused_without_allocating(two_checkpoints) -> None:
+    store, older, newer = two_checkpoints
+    with h5py.File(newer, "r+") as f:
+        name = next(n for n in f["tensors"] if n.endswith("large"))
+        attrs = dict(f["tensors"][name].attrs)
+        del f["tensors"][name]
+        # 4 GiB declared, never written: HDF5 stores nothing for it, the file stays small
+        ds = f["tensors"].create_dataset(name, shape=(1 << 30,), dtype="float32")
+        ds.attrs.update(attrs)
+    assert newer.stat().st_size < 8 << 20
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(CorruptCheckpointError, match="declares 4294967296 bytes that are not in the file"):
+        store.load(newer)
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before
+    assert grown_kib < 64 * 1024, f"peak memory grew by {grown_kib} KiB reading a refused file"
+    assert_falls_back(store, older, newer, "not in the file")
+
+
+def test_one_dataset_referenced_many_times_is_refused(two_checkpoints) -> None:
+    store, older, newer = two_checkpoints
+    with h5py.File(newer, "r+") as f:
+        name = next(n for n in f["tensors"] if n.endswith("large"))
+        _retree(f, {"dict": [[f"copy{i}", {"tensor": name}] for i in range(1000)]})
+    with pytest.raises(CorruptCheckpointError, match=f"uses dataset '{name}' twice"):
+        store.load(newer)
+    assert_falls_back(store, older, newer, "twice")
