@@ -21,6 +21,7 @@ from hpc_train.errors import SpecError
 from hpc_train.spec import JobSpec
 from hpc_train.spec.model import SKLEARN_MODELS
 
+SHARDED_STRATEGIES = ("fsdp", "model_parallel")  # one shard per rank in each checkpoint file
 NO_CHECK_DATA_HINT = "if the file exists only on the compute nodes, pass --no-check-data"
 # rows read from the head of a CSV: the header and the two data rows a job needs at least
 _HEAD_ROWS = 3
@@ -93,6 +94,40 @@ def _csv_head(key: str, path: str, base_dir: Path) -> list[str]:
     return header
 
 
+def _check_resume_from(spec: JobSpec, base_dir: Path) -> None:
+    """checkpoint.resume_from names a loadable checkpoint file, or a folder holding one."""
+    source = spec.checkpoint.resume_from
+    if source is None or spec.model.type in SKLEARN_MODELS:
+        return
+    from hpc_train.checkpoint import CheckpointError, HDF5CheckpointStore
+    from hpc_train.checkpoint.hdf5_file import read_meta
+
+    resolved = Path(source).expanduser()
+    resolved = resolved if resolved.is_absolute() else base_dir / resolved
+
+    def fail(reason: str) -> SpecError:
+        return SpecError(reason, key="checkpoint.resume_from", value=source,
+                         hint="a checkpoint file (ckpt-*.h5) or a checkpoint folder, whose newest complete one is "
+                              f"used; relative paths are from the spec file's folder; {NO_CHECK_DATA_HINT}")
+
+    if spec.distributed.strategy in SHARDED_STRATEGIES:
+        raise SpecError("starting from another run's weights works with replicated strategies only",
+                        key="checkpoint.resume_from", value=source,
+                        hint=f"distributed.strategy is {spec.distributed.strategy}; use ddp or horovod for this run")
+    if not resolved.exists():
+        raise fail("no such checkpoint file or folder" + (f" (looked for {resolved})" if str(resolved) != source else ""))
+    newest = HDF5CheckpointStore(resolved, keep_last=None, read_only=True).latest() if resolved.is_dir() else resolved
+    if newest is None:
+        raise fail("the folder holds no complete checkpoint")
+    try:
+        written_by = read_meta(newest).get("strategy")
+    except CheckpointError as exc:
+        raise fail(f"not a complete hpc-train checkpoint: {exc}") from None
+    if written_by in SHARDED_STRATEGIES:
+        raise fail(f"{newest.name} holds one shard of a {written_by} run; only replicated (ddp, horovod) checkpoints "
+                   "can start another run")
+
+
 # -- model code
 
 
@@ -146,6 +181,7 @@ def _check_factory(spec: JobSpec, base_dir: Path) -> None:
 
 PREFLIGHTS = (
     Preflight("data files", reads_data=True, check=_check_data_files),
+    Preflight("checkpoint to start from", reads_data=True, check=_check_resume_from),
     Preflight("scikit-learn hyperparameters", reads_data=False, check=_check_sklearn_hyperparameters),
     Preflight("model factory", reads_data=False, check=_check_factory),
 )

@@ -53,6 +53,7 @@ class HDF5CheckpointStore(CheckpointStore):
         alignment: int = 4096,
         prefix: str = "ckpt",
         run_identity: str | None = None,
+        read_only: bool = False,
     ) -> None:
         if keep_last is not None and keep_last < 1:
             raise CheckpointError(f"keep_last must be at least 1 or None (keep all), got {keep_last}")
@@ -65,13 +66,14 @@ class HDF5CheckpointStore(CheckpointStore):
         self.alignment = alignment
         self.prefix = prefix
         self.run_identity = run_identity
+        self.read_only = read_only  # another run's folder, only read from: nothing there is removed or written
         self._owners: dict[str, tuple[int, bool, str | None]] = {}  # name -> (mtime_ns, loadable, run)
         suffix = rf"\.rank{rank}\.h5" if sharded else r"\.h5"
         self._name_re = re.compile(rf"{re.escape(prefix)}-(\d{{9,}}){suffix}")
         self._pointer = self.directory / (f"latest.rank{rank}" if sharded else "latest")
         self._tmp_re = re.compile(
             rf"(?:{re.escape(prefix)}-\d{{9,}}{suffix}|{re.escape(self._pointer.name)})\.(.+)\.(\d+)\.tmp")
-        if sharded or rank == 0:  # without sharding rank 0 owns the directory
+        if not read_only and (sharded or rank == 0):  # without sharding rank 0 owns the directory
             self._remove_stale_tmp()
 
     # -- the interface -------------------------------------------------------------------------
@@ -80,6 +82,8 @@ class HDF5CheckpointStore(CheckpointStore):
         """Write `state` as the checkpoint of `step` atomically, point `latest` at it, prune old ones."""
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise CheckpointError(f"checkpoint step must be a non-negative int, got {step!r}")
+        if self.read_only:
+            raise CheckpointError(f"{self.directory}: opened read-only; nothing is saved there")
         self.directory.mkdir(parents=True, exist_ok=True)
         final = self.path_for(step)
         tmp = final.with_name(f"{final.name}.{_HOST}.{os.getpid()}.tmp")

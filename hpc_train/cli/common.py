@@ -22,6 +22,12 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a spec value, e.g. --set training.epochs=5 (repeatable)")
 
 
+def add_resume_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--resume-from", metavar="PATH",
+                        help="start from another run's checkpoint (a file, or a folder's newest): its weights and "
+                             "optimizer state; epochs, data order and RNG start afresh (checkpoint.resume_from)")
+
+
 def add_preflight_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-check-data", action="store_true",
                         help="do not look for the data files on this host (they exist only on the compute nodes); "
@@ -50,7 +56,10 @@ def spec_from_args(args: argparse.Namespace, *, single_job: bool = True, sweep: 
     Values that cannot apply are reported on stderr, one warning each (single_job: the spec is trained
     once, so a sweep section is unused; sweep: its sweep section runs, whose trials use less of it).
     """
-    spec = load_spec(args.spec, args.overrides)
+    overrides = list(args.overrides)
+    if getattr(args, "resume_from", None):  # a path on the command line is relative to the current folder
+        overrides.append("checkpoint.resume_from=" + json.dumps(str(Path(args.resume_from).expanduser().absolute())))
+    spec = load_spec(args.spec, overrides)
     for found in spec_warnings(spec, single_job=single_job, sweep=sweep):
         print(f"hpc-train: warning: {found.message(args.spec)}", file=sys.stderr)
     return spec, Path(args.spec).resolve().parent

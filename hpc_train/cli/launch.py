@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from hpc_train.cli.common import add_spec_arguments, spec_from_args
+from hpc_train.cli.common import add_resume_argument, add_spec_arguments, spec_from_args
 from hpc_train.commands import run_command
 from hpc_train.jobs import prepare_job
 from hpc_train.render import job_environment, worker_command
@@ -19,6 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                         "Works for ddp, horovod and model_parallel (fsdp). Rerunning resumes from the "
                                         "checkpoint.")
     add_spec_arguments(parser)
+    add_resume_argument(parser)
     parser.add_argument("-np", "--np", dest="np", type=int, default=2, help="number of ranks (default 2)")
     parser.add_argument("--run-dir", type=Path, help="default OUTPUT_DIR/NAME-np<N>")
     parser.add_argument("--dry-run", action="store_true", help="print the mpirun command only")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hpc_train.cli.common import add_spec_arguments, registry_from_args, spec_from_args
+from hpc_train.cli.common import add_resume_argument, add_spec_arguments, registry_from_args, spec_from_args
 from hpc_train.jobs import prepare_job, resolve_dependency
 from hpc_train.render import write_rendered
 
@@ -16,6 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                         "definition. DIR becomes the job's run directory: submit with "
                                         "`sbatch DIR/job.sbatch`.")
     add_spec_arguments(parser)
+    add_resume_argument(parser)
     parser.add_argument("-o", "--output", required=True, type=Path, help="directory to write into")
     parser.add_argument("--array", help="an --array range, e.g. 0-9%%2")
     parser.add_argument("--dependency", help="a --dependency on hpc-train or SLURM job ids, e.g. afterok:3f2a91c0")

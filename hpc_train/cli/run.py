@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hpc_train.cli.common import add_spec_arguments, print_json, spec_from_args
+from hpc_train.cli.common import add_resume_argument, add_spec_arguments, print_json, spec_from_args
 from hpc_train.errors import SpecError
 from hpc_train.jobs import prepare_job
 
@@ -16,6 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                         "is OUTPUT_DIR/NAME unless --run-dir is given; rerunning resumes "
                                         "from its latest checkpoint.")
     add_spec_arguments(parser)
+    add_resume_argument(parser)
     parser.add_argument("--run-dir", type=Path, help="where to write metrics, checkpoints and results")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.set_defaults(func=run)
@@ -27,6 +28,9 @@ def run(args: argparse.Namespace) -> int:
 
     process_guard().install()  # SIGUSR1/SIGTERM checkpoint; rerunning the command resumes
     spec, base = spec_from_args(args)
+    from hpc_train.preflight import run_preflight
+
+    run_preflight(spec, base, file=args.spec)  # one message naming the key, before any data is loaded
     run_dir = args.run_dir or Path(spec.output_dir) / spec.name
     prepared = prepare_job(spec, base_dir=base, run_dir=run_dir)
     try:

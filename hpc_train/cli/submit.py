@@ -6,6 +6,7 @@ import argparse
 
 from hpc_train.cli.common import (
     add_preflight_arguments,
+    add_resume_argument,
     add_spec_arguments,
     naming_spec_file,
     preflight_from_args,
@@ -24,6 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                         "hyperparameters, model factory) and, for SLURM, with `sbatch --test-only` "
                                         "(partition, account, QOS, GPUs, limits); nothing is submitted when it fails.")
     add_spec_arguments(parser)
+    add_resume_argument(parser)
     add_preflight_arguments(parser)
     parser.add_argument("--executor", choices=EXECUTORS, default="auto")
     parser.add_argument("--sbatch", action="store_true", help="submit the rendered script with sbatch "

@@ -94,6 +94,7 @@ class TrainingLoop:
         should_stop: Callable[[], bool] | None,
         meta: Mapping[str, Any],
         resume: Mapping[str, Any] | None,
+        warm_start: Mapping[str, Any] | None = None,
     ) -> None:
         self.comm, self.raw_model, self.device, self.loss_fn = comm, model, device, loss_fn
         self.early_stopping, self.accumulation_steps = early_stopping, accumulation_steps
@@ -106,6 +107,8 @@ class TrainingLoop:
         self.samples_before = 0.0
         self._pending_rng: Mapping[str, Any] | None = None
         model_state, optimizer_state = self._load(resume) if resume is not None else (None, None)
+        if resume is None and warm_start is not None:  # another run's weights; everything else afresh
+            model_state, optimizer_state = warm_start["model"], warm_start.get("optimizer")
         if resume is None:
             seed_everything(derive_seed(seed, comm.rank))
         self.model, self.optimizer = comm.prepare(model, make_optimizer, model_state=model_state,

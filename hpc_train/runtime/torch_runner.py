@@ -85,7 +85,7 @@ def train_torch(spec: JobSpec, data: Dataset, run_dir: RunDirectory, env: Cluste
         learning_rate=spec.training.learning_rate, optimizer=spec.training.optimizer, seed=spec.training.seed,
         early_stopping=early, checkpoint_store=store, should_stop=guard, on_epoch_end=progress.epoch_done,
         environment=env, weight_decay=spec.training.weight_decay, resume=spec.checkpoint.auto_resume,
-        run_identity=identity, async_checkpoints=spec.checkpoint.async_save,
+        run_identity=identity, async_checkpoints=spec.checkpoint.async_save, resume_from=spec.checkpoint.resume_from,
         momentum=spec.training.momentum if spec.training.optimizer == "sgd" else None)
     try:
         history = trainer.train(model, train_loader, epochs, checkpoint_interval=spec.checkpoint.interval,
@@ -113,7 +113,7 @@ def train_torch(spec: JobSpec, data: Dataset, run_dir: RunDirectory, env: Cluste
     results.update({"param_digests": digests, "hosts": hosts, "state_bytes": state_bytes, "epochs_run": len(history),
                     "stopped_early": len(history) < epochs, "restarts": restart_count(),
                     "strategy": strategy, "backend": backend, "threads": threads,
-                    "resumed_from_step": trainer.resumed_from,
+                    "resumed_from_step": trainer.resumed_from, "warm_started_from": trainer.warm_started_from,
                     "gradient_transport": _gradient_transport(trainer),
                     "checkpointed_blocks": trainer.checkpointed_blocks,
                     "background_checkpoints": trainer.background_checkpoints})

@@ -134,6 +134,7 @@ class DistributedTrainer:
         resume: bool = True,
         run_identity: RunIdentity | None = None,
         async_checkpoints: bool = False,
+        resume_from: str | os.PathLike[str] | None = None,
     ) -> None:
         _choice("backend", backend, BACKENDS)
         _choice("strategy", strategy, tuple(STRATEGIES))
@@ -152,6 +153,7 @@ class DistributedTrainer:
         self.weight_decay = float(weight_decay)
         self.resume = bool(resume)
         self.run_identity = run_identity
+        self.resume_from = Path(resume_from) if resume_from is not None else None
         self.async_checkpoints = bool(async_checkpoints)
         self._saver: BackgroundSaver | None = None
         self._spare: dict[str, Any] | None = None  # the snapshot in (or done with) the background write
@@ -184,6 +186,7 @@ class DistributedTrainer:
         self.history: list[dict[str, Any]] = []
         self.preempted = False
         self.resumed_from: int | None = None  # step of the checkpoint the last train() resumed from
+        self.warm_started_from: str | None = None  # the resume_from file the last train() took weights from
         self.checkpointed_blocks = 0  # blocks the last train() recomputed in backward (gradient_checkpointing)
         self._loop: TrainingLoop | None = None
 
@@ -337,6 +340,7 @@ class DistributedTrainer:
 
         early = EarlyStopping.from_config(self.early_stopping_config) if self.early_stopping_config else None
         checkpoint = self._load_checkpoint()
+        warm = self._load_warm_start() if checkpoint is None and self.resume_from is not None else None
         loop = TrainingLoop(
             comm=self.comm, model=model, make_optimizer=make_optimizer,
             device=self.device, loss_fn=self.loss_fn,
@@ -344,13 +348,45 @@ class DistributedTrainer:
             accumulation_steps=self.accumulation_steps, mixed_precision=self.mixed_precision,
             compression=self.compression, should_stop=self.should_stop, meta=self._meta(),
             resume=checkpoint.state if checkpoint is not None else None,
+            warm_start=warm.state if warm is not None else None,
         )
         if checkpoint is not None:
             log.info("rank %d: resumed from checkpoint at step %d (epoch %d, batch %d)", self.rank,
                      checkpoint.step, loop.progress.epoch, loop.progress.batch)
         self.history = loop.history
         self.resumed_from = checkpoint.step if checkpoint is not None else None
+        self.warm_started_from = str(warm.path) if warm is not None else None
         return loop
+
+    def _load_warm_start(self) -> Checkpoint:
+        """resume_from: weights and optimizer state of another run's checkpoint (a file, or a folder's newest).
+
+        Explicit, so the run identity is not checked. Epochs, data position, RNG, early stopping and
+        history start afresh: it is a new run from those weights (a run's own checkpoints, once it
+        has written some, take precedence on a restart). Replicated strategies only on both sides.
+        """
+        source = self.resume_from
+        assert source is not None
+        if not source.exists():
+            raise UserError(f"resume_from: {source} does not exist\nHINT: give a checkpoint file (.h5) or a "
+                            "checkpoint folder, whose newest loadable checkpoint is used")
+        store = HDF5CheckpointStore(source if source.is_dir() else source.parent, keep_last=None, read_only=True)
+        try:
+            found = store.load(None if source.is_dir() else source)
+        except CheckpointError as e:
+            raise UserError(f"resume_from: {e}") from e
+        if found is None:
+            raise UserError(f"resume_from: {source} holds no loadable checkpoint")
+        sharded = found.meta.get("strategy") in SHARDED_STRATEGIES
+        if sharded or self.strategy in SHARDED_STRATEGIES:
+            raise UserError(f"resume_from: {found.path} was written by strategy {found.meta.get('strategy')} and this "
+                            f"run uses {self.strategy}; starting from another run's weights works between "
+                            "replicated strategies (ddp, horovod, none), not sharded ones")
+        if not isinstance(found.state.get("model"), Mapping):
+            raise UserError(f"resume_from: {found.path} holds no model state (is it a training checkpoint?)")
+        log.info("rank %d: starting from the weights and optimizer state of %s (step %d); epochs, data order "
+                 "and RNG start afresh", self.rank, found.path, found.step)
+        return found
 
     def _load_checkpoint(self) -> Checkpoint | None:
         """The newest checkpoint every rank can load, agreed by all ranks (sharded: whose shards all have).

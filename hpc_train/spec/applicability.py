@@ -94,6 +94,7 @@ RULES: dict[str, Callable[[JobSpec], str | None]] = {
     "checkpoint.keep_last": _sklearn,
     "checkpoint.auto_resume": _sklearn,
     "checkpoint.async_save": _sklearn,
+    "checkpoint.resume_from": _sklearn,
 }
 SWEEP_IGNORED = "this command trains the spec once; the sweep section is read by `hpc-train sweep` only"
 # What sweep trials do not use: each trains one process per cross-validation fold, with its own loop.
@@ -101,7 +102,7 @@ SWEEP_UNUSED = ("data.val_fraction", "training.accumulation_steps", "training.mi
                 "training.gradient_checkpointing", "training.early_stopping", "training.tensorboard",
                 "distributed.strategy", "distributed.backend", "distributed.compression", "checkpoint.dir",
                 "checkpoint.interval", "checkpoint.unit", "checkpoint.keep_last", "checkpoint.auto_resume",
-                "checkpoint.async_save")
+                "checkpoint.async_save", "checkpoint.resume_from")
 UNUSED_BY_TRIALS = ("sweep trials train one process per cross-validation fold without it; it applies when the "
                     "spec (or the best trial) is trained as a job")
 

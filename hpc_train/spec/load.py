@@ -271,7 +271,8 @@ def resolve_paths(spec: JobSpec, base_dir: Path) -> JobSpec:
         "val_path": _absolute(spec.data.val_path, base_dir) if spec.data.val_path else None,
     })
     checkpoint = spec.checkpoint.model_copy(update={
-        "dir": str(Path(spec.checkpoint.dir).expanduser().absolute()) if spec.checkpoint.dir else None})
+        "dir": str(Path(spec.checkpoint.dir).expanduser().absolute()) if spec.checkpoint.dir else None,
+        "resume_from": _absolute(spec.checkpoint.resume_from, base_dir) if spec.checkpoint.resume_from else None})
     return spec.model_copy(update={"data": data, "checkpoint": checkpoint})
 
 

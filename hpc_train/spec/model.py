@@ -224,8 +224,11 @@ class CheckpointSpec(Section):
     auto_resume: bool = True
     # `async` is a Python keyword: the field is async_save
     async_save: bool = False
+    resume_from: str | None = Field(
+        None, description="another run's checkpoint file or folder: its weights and optimizer state start this run "
+                          "(epochs, data order and RNG start afresh); the run's own checkpoints win on a restart")
 
-    @field_validator("dir")
+    @field_validator("dir", "resume_from")
     @classmethod
     def _one_line(cls, value: str | None) -> str | None:
         return _single_line(value)

@@ -248,3 +248,20 @@ def test_mlp_config_runs(user: User) -> None:
                                  timeout=300))
     assert results["model"] == "neural_network"
     assert results["accuracy"] > 0.9
+
+
+def test_resume_from_on_the_command_line_starts_from_another_runs_checkpoint(user: User) -> None:
+    spec = user.write("mlp.yaml", "name: warm\nmodel: {type: neural_network, hidden_sizes: [16]}\n"
+                                  "data: {train_path: 'sklearn:iris', batch_size: 16}\n"
+                                  "training: {epochs: 2, learning_rate: 0.05}\n")
+    first = json.loads(user.ok("run", str(spec), "--json", "--run-dir", "first"))
+    # another learning rate: another run, whose own checkpoint.dir would refuse the first's files;
+    # --resume-from (relative to this folder) asks for them explicitly
+    warm = json.loads(user.ok("run", str(spec), "--json", "--run-dir", "second", "--set", "training.learning_rate=0.01",
+                              "--resume-from", "first/checkpoints"))
+    assert warm["warm_started_from"].startswith(str(user.cwd / "first" / "checkpoints"))
+    assert warm["resumed_from_step"] is None and warm["epochs_run"] == 2
+    assert warm["param_digests"] != first["param_digests"]
+    proc = user("run", str(spec), "--resume-from", "nowhere")
+    assert proc.returncode == 2 and "checkpoint.resume_from" in proc.stderr and "no such checkpoint" in proc.stderr
+    assert proc.stderr.count("\n") <= 2, proc.stderr

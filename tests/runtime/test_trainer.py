@@ -294,3 +294,53 @@ def test_resume_false_writes_checkpoints_but_starts_afresh(tmp_path: Path) -> No
     resumed = trainer(learning_rate=0.05, checkpoint_store=store)
     assert resumed.train(model(), DataLoader(data(), batch_size=32), epochs=2) is not None
     assert resumed.resumed_from == steps[-1]
+
+
+# -- resume_from: another run's weights start this one
+
+
+def _files(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_resume_from_starts_with_the_other_runs_weights_and_optimizer(tmp_path: Path, optimizer: str) -> None:
+    settings: dict[str, Any] = {"learning_rate": 0.05, "optimizer": optimizer,
+                                **({"momentum": 0.0} if optimizer == "sgd" else {})}
+    source = HDF5CheckpointStore(tmp_path / "source")
+    first = trainer(checkpoint_store=source, **settings)
+    first_model = model()
+    first.train(first_model, DataLoader(data(), batch_size=32), epochs=2, checkpoint_interval=1)
+    before = _files(tmp_path / "source")
+
+    warm = trainer(checkpoint_store=HDF5CheckpointStore(tmp_path / "warm"), resume_from=tmp_path / "source",
+                   seed=7, **settings)
+    history = warm.train(model(), DataLoader(data(), batch_size=32), epochs=1, checkpoint_interval=1)
+    assert warm.warm_started_from == str(source.latest()) and warm.resumed_from is None
+    assert [r["epoch"] for r in history] == [1]  # a new run: its epochs count from 1
+    assert _files(tmp_path / "source") == before  # the other run's folder is only read
+
+    # The same new run by hand: the first run's final weights, a fresh optimizer, the same seed.
+    by_hand = model()
+    by_hand.load_state_dict(first_model.state_dict())
+    reference = trainer(seed=7, **settings)
+    reference.train(by_hand, DataLoader(data(), batch_size=32), epochs=1)
+    if optimizer == "sgd":  # no optimizer state: only the weights carry over, so the runs are equal
+        assert warm.param_digest() == reference.param_digest()
+    else:  # Adam's moments carried over too: the same start, a different step
+        assert warm.param_digest() != reference.param_digest()
+
+    # Restarted, the new run resumes from its own checkpoint, not from the other run's again.
+    again = trainer(checkpoint_store=HDF5CheckpointStore(tmp_path / "warm"), resume_from=tmp_path / "source",
+                    seed=7, **settings)
+    again.train(model(), DataLoader(data(), batch_size=32), epochs=1)
+    assert again.resumed_from is not None and again.warm_started_from is None
+    assert again.param_digest() == warm.param_digest()
+
+
+def test_resume_from_a_missing_or_empty_place_is_a_user_error(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    for place, fragment in ((tmp_path / "nowhere", "does not exist"), (tmp_path / "empty", "no loadable checkpoint")):
+        t = trainer(resume_from=place)
+        with pytest.raises(UserError, match=fragment):
+            t.train(model(), DataLoader(data(), batch_size=32), epochs=1)

@@ -42,6 +42,7 @@ SKLEARN: dict[str, Any] = {"name": "walk", "model": {"type": "logistic_regressio
 # CSV files the data cases name (written by the csv_files fixture): iris with two candidate targets
 IRIS_CSV = "iris.csv"          # f1..f4, species, big (last column: big)
 IRIS_VAL_CSV = "iris_val.csv"  # f1..f4, species
+START_CHECKPOINTS = "start-checkpoints"  # a folder of the torch spec's checkpoints (workdir fixture)
 FACTORY: dict[str, Any] = {**TORCH, "model": {"type": "tests.cli.fixtures:tiny_mlp"}}
 CONTAINER = {"container": {"image": "/images/a.sif"}}
 SWEEP = {"sweep": {"param_space": {"C": [0.1, 1.0]}}}
@@ -159,6 +160,10 @@ CASES: dict[str, list[Case]] = {
     "checkpoint.async_save": [acts("checkpoint.async_save", True, "train",
                                    checkpoint={"unit": "steps", "interval": 5}),
                               warns("checkpoint.async_save", True)],
+    "checkpoint.resume_from": [acts("checkpoint.resume_from", START_CHECKPOINTS, "train"),
+                               refused("checkpoint.resume_from", "no-such-checkpoints"),
+                               refused("checkpoint.resume_from", START_CHECKPOINTS, distributed={"strategy": "fsdp"}),
+                               warns("checkpoint.resume_from", START_CHECKPOINTS)],
     "checkpoint.auto_resume": [acts("checkpoint.auto_resume", False, "rerun"),
                                warns("checkpoint.auto_resume", False)],
     "preemption.signal": [acts("preemption.signal", "USR2", "script")],
@@ -253,6 +258,12 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / IRIS_CSV).write_text("\n".join(lines) + "\n")
     val = ["f1,f2,f3,f4,species"] + [",".join(map(str, row[:5])) for row in rows[::5]]
     (folder / IRIS_VAL_CSV).write_text("\n".join(val) + "\n")
+    # checkpoints of the torch spec trained once, for checkpoint.resume_from
+    from hpc_train.rundir import RunDirectory
+    from hpc_train.runtime.worker import run_spec
+
+    start = validate_spec({**TORCH, "checkpoint": {"dir": str(folder / START_CHECKPOINTS)}})
+    run_spec(start, RunDirectory(folder / "start-run"), base_dir=folder)
     return folder
 
 
@@ -299,7 +310,7 @@ def trained(data: dict[str, Any], workdir: Path, root: Path, *, runs: int = 1) -
 
 def observed(results: dict[str, Any], root: Path) -> dict[str, Any]:
     keys = ("param_digests", "accuracy", "loss", "f1_score", "n_train", "n_val", "n_features", "epochs_run",
-            "resumed_from_step", "checkpointed_blocks", "gradient_transport", "stopped_early", "background_checkpoints")
+            "resumed_from_step", "warm_started_from", "checkpointed_blocks", "gradient_transport", "stopped_early", "background_checkpoints")
     files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
     return {**{key: results.get(key) for key in keys}, "files": files}
 
