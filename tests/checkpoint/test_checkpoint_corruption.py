@@ -6,6 +6,7 @@ import json
 import os
 import resource
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -114,14 +115,18 @@ def test_object_or_pickled_datasets_are_refused(two_checkpoints, kind: str) -> N
     assert_falls_back(store, older, newer, "refused")
 
 
-def test_hostile_dataset_replacing_a_tensor_is_refused(two_checkpoints) -> None:
-    store, _, newer = two_checkpoints
-    with h5py.File(newer, "r+") as f:
-        name = next(n for n in f["tensors"] if n.endswith("small"))
+def replace_tensor(path: Path, leaf: str, **dataset: Any) -> None:
+    """Put another dataset in place of the tensor named `leaf`, keeping its dtype and checksum attributes."""
+    with h5py.File(path, "r+") as f:
+        name = next(n for n in f["tensors"] if n.endswith(leaf))
         attrs = dict(f["tensors"][name].attrs)
         del f["tensors"][name]
-        ds = f["tensors"].create_dataset(name, data=np.void(PICKLE_LIKE))
-        ds.attrs.update(attrs)
+        f["tensors"].create_dataset(name, **dataset).attrs.update(attrs)
+
+
+def test_hostile_dataset_replacing_a_tensor_is_refused(two_checkpoints) -> None:
+    store, _, newer = two_checkpoints
+    replace_tensor(newer, "small", data=np.void(PICKLE_LIKE))
     with pytest.raises(UnsafeCheckpointError, match="opaque"):
         store.load(newer)
 
@@ -151,13 +156,8 @@ def _retree(f: h5py.File, tree: object) -> None:
 
 def test_huge_declared_shape_in_a_small_file_is_refused_without_allocating(two_checkpoints) -> None:
     store, older, newer = two_checkpoints
-    with h5py.File(newer, "r+") as f:
-        name = next(n for n in f["tensors"] if n.endswith("large"))
-        attrs = dict(f["tensors"][name].attrs)
-        del f["tensors"][name]
-        # 4 GiB declared, never written: HDF5 stores nothing for it, the file stays small
-        ds = f["tensors"].create_dataset(name, shape=(1 << 30,), dtype="float32")
-        ds.attrs.update(attrs)
+    # 4 GiB declared, never written: HDF5 stores nothing for it, the file stays small
+    replace_tensor(newer, "large", shape=(1 << 30,), dtype="float32")
     assert newer.stat().st_size < 8 << 20
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with pytest.raises(CorruptCheckpointError, match="declares 4294967296 bytes that are not in the file"):
