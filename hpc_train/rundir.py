@@ -2,7 +2,7 @@
 
 Layout (all JSON is documented in README.md):
     spec.yaml        the resolved spec, every default filled in
-    status.json      {"status", "updated", "host", "pid", "error", "traceback", "restarts"}
+    status.json      {"status", "updated", "host", "pid", "error", "traceback", "restarts", "last_fault"}
     metrics.jsonl    one line per epoch: epoch, step, loss, accuracy, val_loss, val_accuracy, lr, samples_per_s
     progress.json    {"fraction", "epoch", "epochs", "step", "total_steps", "steps_per_s", "started", "updated"}
     results.json     final metrics, sizes, duration, parameter digests

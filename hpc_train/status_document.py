@@ -49,6 +49,7 @@ def job_status(record: JobRecord) -> dict[str, Any]:
     return {
         **record.to_json(), "progress": round(fraction, 4), "eta": format_eta(eta), "eta_s": eta,
         "epoch": progress.get("epoch"), "restarts": own.get("restarts", 0),
+        "last_fault": own.get("last_fault"),
         "error": own.get("error") if record.status in (JobStatus.FAILED, JobStatus.CANCELLED) else None,
         "traceback": own.get("traceback") if record.status == JobStatus.FAILED else None,
     }

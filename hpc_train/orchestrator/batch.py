@@ -55,6 +55,12 @@ def submit_batch(specs: Sequence[JobSpec], *, name: str, executor: str, registry
     groups: dict[str, list[int]] = {}
     for n, spec in enumerate(specs):
         groups.setdefault(json.dumps(spec.resources.model_dump(mode="json"), sort_keys=True), []).append(n)
+    for members in groups.values():  # what SLURM would refuse (sbatch --test-only), before anything is queued
+        try:
+            scheduler.check(plans[members[0]])
+        except BaseException:
+            shutil.rmtree(batch_dir, ignore_errors=True)
+            raise
     scheduler_ids: dict[int, str] = {}
     failure: BaseException | None = None
     try:

@@ -65,8 +65,14 @@ def _run_spec(spec: JobSpec, run_dir: RunDirectory, base_dir: Path | None, env: 
         run_dir.create()
         if not run_dir.spec_path.exists():
             run_dir.spec_path.write_text(dump_spec(spec))
-        run_dir.write_status(JobStatus.RUNNING, restarts=int(os.environ.get("SLURM_RESTART_COUNT", "0")),
-                             started=started, world_size=env.world_size)
+        restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
+        fault = {}
+        if restarts > 0:  # SLURM started the job again: say why the run before ended
+            from hpc_train.runtime.faults import previous_run_fault
+
+            fault = {"last_fault": previous_run_fault(run_dir.status_record(), os.environ.get("SLURM_JOB_ID"))}
+        run_dir.write_status(JobStatus.RUNNING, restarts=restarts, started=started, world_size=env.world_size,
+                             **fault)
     try:
         data = load_dataset(spec.data, spec.training.seed, base_dir=base_dir)
         if spec.model.is_torch:

@@ -278,6 +278,7 @@ def assert_resumed_exactly(result: Outcome, reference: Outcome, *, preemptions: 
     assert result.status["status"] == "completed" and result.run_status["status"] == "completed", info
     assert result.results is not None and result.results["restarts"] == len(result.history) - 1, info
     assert result.run_status["preempted_by"] == "SIGUSR1", info
+    assert result.status["last_fault"].startswith("checkpointed and requeued on SIGUSR1"), info
     # Each epoch reported once, in order: nothing was lost or trained twice across the restarts.
     assert result.epochs == list(range(1, EPOCHS + 1)), info
     checkpoints = result.preemption_checkpoints

@@ -78,3 +78,24 @@ def test_validate_without_asking_the_cluster(slurm_cluster: SlurmCluster, tmp_pa
     proc = run_cli(tmp_path, ["validate", "--no-check-cluster"], "resources.partition=nope")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.rstrip().endswith(": valid")
+
+
+def test_batch_is_refused_before_any_array_is_queued(slurm_cluster: SlurmCluster, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from hpc_train.errors import SpecError
+    from hpc_train.orchestrator import TrainingOrchestrator
+
+    for variable, value in client_env().items():
+        monkeypatch.setenv(variable, value)
+    orch = TrainingOrchestrator(executor="slurm", home=tmp_path / "home", output_dir=tmp_path / "runs")
+    name = f"tonly-{uuid.uuid4().hex[:8]}"
+    configs = [{"name": f"{name}-{n}", "model": "random_forest", "data_path": "sklearn:iris",
+                "params": {"n_estimators": 5 + n}} for n in range(3)]
+    configs[2]["resources"] = {"partition": "nope"}
+    # two resource groups (two arrays): the second would be refused, so neither may be queued
+    with pytest.raises(SpecError, match="resources.partition") as refused:
+        orch.submit_batch_training(configs, name=name, resources={"cpu": 1, "memory": "500MB"})
+    assert "Invalid partition name" in str(refused.value)
+    assert orch.registry.list() == []
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    assert all(queued(config["name"]) == "" for config in configs)
