@@ -112,3 +112,55 @@ ns_id() {
     mnt="$(readlink "/proc/$1/ns/mnt" 2>/dev/null)" || return 1
     echo "$uts $mnt"
 }
+
+# wait_gone SECONDS PID...: 0 once none of the pids runs.
+wait_gone() {
+    local deadline=$((SECONDS + $1)) p alive; shift
+    while :; do
+        alive=0
+        for p in "$@"; do if alive "$p"; then alive=1; fi; done
+        ((alive)) || return 0
+        ((SECONDS < deadline)) || return 1
+        sleep 0.1
+    done
+}
+
+# kill_now PID...: SIGKILL and wait.
+kill_now() {
+    [[ $# -gt 0 && -n "$1" ]] || return 0
+    kill -KILL "$@" 2>/dev/null || true
+    wait_gone 5 "$@" || log "WARNING: could not kill: $*"
+}
+
+# namespace_pids NS: the pids living in namespaces NS (ns_id: a node's slurmd, its slurmstepd and
+# the job tasks they launched; all of them exist only because start.sh created those namespaces).
+namespace_pids() {
+    local d pid
+    for d in /proc/[0-9]*; do
+        pid="${d#/proc/}"
+        if [[ "$(ns_id "$pid" || true)" == "$1" ]]; then echo "$pid"; fi
+    done
+    return 0
+}
+
+# start_slurmd NAME: node NAME's slurmd in a UTS + mount namespace of its own (hostname NAME), so
+# that its processes (slurmstepd, job tasks) can be told apart and killed together (kill_node).
+start_slurmd() {
+    unshare --mount --uts -- /bin/bash -c '
+        set -e
+        mount --bind "$1" /etc/hosts
+        hostname "$2"
+        exec slurmd -N "$2"' slurmd-ns "$STATE/hosts" "$1" > "$LOG_DIR/slurmd.$1.out" 2>&1 9<&-
+}
+
+# kill_node slurmd.NAME: SIGKILL every process in that node's namespaces (as a power cut would),
+# then forget them. PMIx sockets of killed steps would make a rerun of the same step id fail in bind().
+kill_node() {
+    local f="$RUN_DIR/$1.ns" ns=""
+    [[ -s "$f" ]] && ns="$(< "$f")"
+    if [[ -n "$ns" && "$ns" != "$(ns_id $$)" ]]; then  # never our own (a start without namespaces)
+        # shellcheck disable=SC2046
+        kill_now $(namespace_pids "$ns")
+    fi
+    rm -f "$STATE/spool/${1#slurmd.}/stepd.slurm.pmix."* "$f" "$(pid_file "$1")"
+}

@@ -159,13 +159,7 @@ declare -A slurmd_log_from
 for name in $(node_names "$NODES"); do
     mark_log "$LOG_DIR/slurmd.$name.log"
     slurmd_log_from[$name]=$LOG_FROM
-    unshare --mount --uts -- /bin/bash -c '
-        set -e
-        mount --bind "$1" /etc/hosts
-        hostname "$2"
-        exec slurmd -N "$2"' slurmd-ns "$STATE/hosts" "$name" \
-        > "$LOG_DIR/slurmd.$name.out" 2>&1 9<&- \
-        || die "slurmd $name failed to start" "$LOG_DIR/slurmd.$name.out" "$LOG_DIR/slurmd.$name.log"
+    start_slurmd "$name" || die "slurmd $name failed to start" "$LOG_DIR/slurmd.$name.out" "$LOG_DIR/slurmd.$name.log"
 done
 for name in $(node_names "$NODES"); do
     LOG_FROM=${slurmd_log_from[$name]}

@@ -19,18 +19,6 @@ done
 [[ -d "$STATE" ]] || { ((QUIET)) || log "nothing was running"; exit 0; }
 lock_state
 
-# wait_gone SECONDS PID...: 0 once none of the pids runs.
-wait_gone() {
-    local deadline=$((SECONDS + $1)) p alive; shift
-    while :; do
-        alive=0
-        for p in "$@"; do if alive "$p"; then alive=1; fi; done
-        ((alive)) || return 0
-        ((SECONDS < deadline)) || return 1
-        sleep 0.1
-    done
-}
-
 # terminate PID...: SIGTERM, then SIGKILL whatever is left after 15 s, then wait.
 terminate() {
     [[ $# -gt 0 && -n "$1" ]] || return 0
@@ -39,24 +27,6 @@ terminate() {
         log "still running after 15s, sending SIGKILL: $*"
         kill_now "$@"
     fi
-}
-
-# kill_now PID...: SIGKILL and wait.
-kill_now() {
-    [[ $# -gt 0 && -n "$1" ]] || return 0
-    kill -KILL "$@" 2>/dev/null || true
-    wait_gone 5 "$@" || log "WARNING: could not kill: $*"
-}
-
-# namespace_pids NS: the pids living in namespaces NS (ns_id: a node's slurmd, its slurmstepd and
-# the job tasks they launched; all of them exist only because start.sh created those namespaces).
-namespace_pids() {
-    local d pid
-    for d in /proc/[0-9]*; do
-        pid="${d#/proc/}"
-        if [[ "$(ns_id "$pid" || true)" == "$1" ]]; then echo "$pid"; fi
-    done
-    return 0
 }
 
 stopped=0
@@ -94,19 +64,9 @@ for f in "$RUN_DIR"/slurmd.*.pid; do
     nodes+=("$(basename "$f" .pid):slurmd")
 done
 stop_group "${nodes[@]}" slurmctld:slurmctld
-self_ns="$(ns_id $$)"
 for f in "$RUN_DIR"/slurmd.*.ns; do
-    [[ -e "$f" ]] || continue
-    ns="$(< "$f")"
-    if [[ -n "$ns" && "$ns" != "$self_ns" ]]; then
-        # Without their slurmd, slurmstepd linger ~10 s on SIGTERM retrying it; the jobs die anyway.
-        # shellcheck disable=SC2046
-        kill_now $(namespace_pids "$ns")
-    fi
-    # PMIx sockets of killed steps would make a rerun of the same step id fail in bind().
-    node="$(basename "$f" .ns)"
-    rm -f "$STATE/spool/${node#slurmd.}/stepd.slurm.pmix."*
-    rm -f "$f"
+    # Without their slurmd, slurmstepd linger ~10 s on SIGTERM retrying it; the jobs die anyway.
+    [[ -e "$f" ]] && kill_node "$(basename "$f" .ns)"
 done
 # Then the rest in reverse start order; slurmctld flushes its accounting to slurmdbd on the way
 # out, so slurmdbd (and its database) stop only after it.
