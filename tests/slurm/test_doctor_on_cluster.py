@@ -98,7 +98,7 @@ def test_spec_partition_missing(slurm_cluster: SlurmCluster, tmp_path: Path) -> 
     assert code == 1
     line = checks["spec: partition"]
     assert line["status"] == "fail" and "'nope' is not on this cluster" in str(line["detail"])
-    assert line["hint"] == "partitions on this cluster: debug, long"
+    assert line["hint"] == "partitions on this cluster: debug, long, urgent"
     assert checks["partitions (sinfo)"]["status"] == "ok"
 
 

@@ -70,7 +70,7 @@ def unreachable_conf(slurm_cluster: SlurmCluster, tmp_path: Path) -> Path:
 def test_bad_partition_lists_the_partitions(slurm_cluster: SlurmCluster, tmp_path: Path,
                                             executor: list[str]) -> None:
     proc, _ = submit(tmp_path, "--set", "resources.partition=nope", *executor, env=client_env())
-    assert_refused(proc, tmp_path, "nope", "partitions on this cluster: debug, long")
+    assert_refused(proc, tmp_path, "nope", "partitions on this cluster: debug, long, urgent")
 
 
 @pytest.mark.parametrize("executor", [["--executor", "slurm"], ["--sbatch"]])

@@ -25,7 +25,7 @@ QUICKSTART = REPO / "configs" / "quickstart.yaml"
 # --set override -> the key the message must name, and words it must hold
 REFUSED = [
     ("resources.partition=nope", "resources.partition", ("'nope'", "Invalid partition name",
-                                                         "partitions on this cluster: debug, long")),
+                                                         "partitions on this cluster: debug, long, urgent")),
     ("resources.gpus_per_node=1", "resources.gpus_per_node", ("gres", "debug: none")),
     ("resources.constraint=infiniband", "resources.constraint", ("Invalid feature specification", "'infiniband'")),
     ("resources.memory=900GB", "resources.memory", ("Requested node configuration is not available", "921600M",
