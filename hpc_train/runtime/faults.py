@@ -14,13 +14,16 @@ from hpc_train.commands import run_command
 from hpc_train.errors import CommandError, SchedulerUnavailable
 
 SACCT_RUNS = ["sacct", "-D", "-X", "-n", "-P", "-o", "State,NodeList,End", "-j"]
+# what a run writes after its preemption checkpoint: requeued (it asked SLURM), preempted (the batch shell or
+# SLURM requeues), timeout (the time limit's warning)
+_CHECKPOINTED_ON_SIGNAL = ("requeued", "preempted", "timeout")
 _STILL_GOING = ("RUNNING", "PENDING", "REQUEUED", "RESIZING", "SUSPENDED")
 
 
 def previous_run_fault(previous: Mapping[str, Any] | None, job_id: str | None) -> str:
     """One line on how the run before this one ended, from its own status record or else from sacct."""
     previous = previous or {}
-    if previous.get("status") in ("preempted", "timeout"):
+    if previous.get("status") in _CHECKPOINTED_ON_SIGNAL and previous.get("preempted_by"):
         signal = previous.get("preempted_by") or "a signal"
         return f"checkpointed and requeued on {signal} (preemption or the time limit's warning)"
     said = _sacct_runs(job_id) if job_id else None

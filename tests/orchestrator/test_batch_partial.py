@@ -22,7 +22,11 @@ REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "configs" / "quickstart.yaml"
 
 SBATCH = """#!/bin/sh
-# accepts the first submission, refuses every later one
+# --test-only (the batch's check per resource group) passes, as for resources SLURM has;
+# then the first submission is accepted and every later one refused
+case "$*" in
+  *--test-only*) echo "sbatch: Job 4240 to start at 2026-12-01T00:00:00 using 1 processors on nodes n1" >&2; exit 0 ;;
+esac
 count=$(cat "{counter}" 2>/dev/null || echo 0)
 count=$((count + 1))
 echo $count > "{counter}"

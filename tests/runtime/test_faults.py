@@ -21,9 +21,17 @@ def test_last_ended_run(sacct: str, said: str | None) -> None:
     assert last_ended_run(sacct) == said
 
 
-def test_a_run_that_checkpointed_on_the_signal_says_so_without_asking_slurm() -> None:
-    said = previous_run_fault({"status": "preempted", "preempted_by": "SIGUSR1"}, None)
+@pytest.mark.parametrize("status", ["requeued", "preempted", "timeout"])
+def test_a_run_that_checkpointed_on_the_signal_says_so_without_asking_slurm(status: str) -> None:
+    # requeued: rank 0 asked SLURM itself (torch_runner._preempted); preempted: the batch shell requeues
+    said = previous_run_fault({"status": status, "preempted_by": "SIGUSR1"}, None)
     assert said.startswith("checkpointed and requeued on SIGUSR1")
+
+
+def test_an_earlier_notice_does_not_explain_a_later_crash() -> None:
+    # the second run wrote running over the first one's requeued; then its node failed: no notice of its own
+    said = previous_run_fault({"status": "running", "preempted_by": "SIGUSR1"}, None)
+    assert "without a checkpoint notice" in said
 
 
 def test_a_run_that_left_no_word_and_no_accounting() -> None:

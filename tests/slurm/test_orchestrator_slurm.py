@@ -53,7 +53,7 @@ def test_brief_example_on_slurm(orch: TrainingOrchestrator) -> None:
         {"model": "svm", "data_path": "sklearn:digits", "params": {"C": 5.0}},
         {"model": "neural_network", "data_path": "sklearn:digits",
          "params": {"hidden_sizes": [32], "epochs": 3, "learning_rate": 0.01}}], resources=SMALL)
-    assert sbatch_calls() - before == 1  # one array
+    assert sbatch_calls() - before == 2  # sbatch --test-only for the batch's one resource group, then one array
     tasks = [orch.registry.get(j.id).scheduler_id for j in jobs]
     array = tasks[0].split("_")[0]
     assert tasks == [f"{array}_{i}" for i in range(3)]
